@@ -1,0 +1,309 @@
+"""The cortical area's maths, free of sockets (DESIGN §3).
+
+One truncation k covering steps (a, b]:
+
+1. the state s_a = [h_a; c_a] is detached from the previous truncation and made a leaf;
+2. the area runs forward over the truncation → s_b and the task loss L_k;
+3. if a future exists (b < N), the efference copy s_b goes to the cerebellum, which answers
+   with the predicted feedback ĝ_b (no synthetic feedback at the sequence end);
+4. backward ``L_k + λ·<ĝ_b, s_b>`` and update (after every truncation by default);
+5. the gradient that reached the leaf s_a is the bootstrapped target
+   ``g̃_a = ∂L_k/∂s_a + λ·(∂s_b/∂s_a)ᵀ ĝ_b`` for the prediction made at the end of
+   truncation k−1; it goes to the inferior olive.
+
+:class:`SequencePass` exposes those steps one call at a time so that the in-process runner and
+the area process drive exactly the same code; :class:`AreaCore` runs whole epochs through a
+:class:`CerebellarLink` (function calls in-process, ZeroMQ in the area process).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+from torch import nn
+
+from tasks.base import Batch, Task
+from wire.ids import StepId
+
+if TYPE_CHECKING:
+    from orchestrator.spec import RunSpec
+
+
+def truncation_bounds(n_steps: int, truncation: int) -> list[tuple[int, int]]:
+    """Split steps [0, N) into truncations of T steps with the remainder in the last one.
+
+    N = mT + r gives m truncations of T steps then one of r steps, as in the paper.
+    """
+    bounds = [(a, min(a + truncation, n_steps)) for a in range(0, n_steps, truncation)]
+    return bounds
+
+
+def derived_seed(seed: int, stream: str) -> int:
+    """A deterministic per-region, per-purpose seed (independent of Python's hash salt)."""
+    value = seed * 1_000_003
+    for ch in stream:
+        value = (value * 131 + ord(ch)) % (2**61 - 1)
+    return value
+
+
+class CorticalArea(nn.Module):
+    """One cortical area: an LSTM with a linear readout of its output states.
+
+    The state the cerebellum sees is s = [h; c], shape (B, 2H).
+    """
+
+    def __init__(self, input_size: int, hidden: int, output_size: int, bias_factor: float = 1.0):
+        super().__init__()
+        self.hidden = hidden
+        self.lstm = nn.LSTM(input_size, hidden, batch_first=True)  # U(±1/√H), as in the paper
+        if bias_factor != 1.0:  # b scales the initial input and recurrent weights (paper §A)
+            with torch.no_grad():
+                self.lstm.weight_ih_l0.mul_(bias_factor)
+                self.lstm.weight_hh_l0.mul_(bias_factor)
+        self.readout = nn.Linear(hidden, output_size)
+
+    def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        return torch.zeros(batch_size, 2 * self.hidden, device=device)  # (B, 2H)
+
+    def forward(
+        self, inputs: torch.Tensor, state: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """inputs (B, t, I), state (B, 2H) → outputs (B, t, O), hiddens (B, t, H), state (B, 2H)."""
+        h0, c0 = state.split(self.hidden, dim=1)  # (B, H) each
+        hiddens, (h, c) = self.lstm(
+            inputs, (h0.unsqueeze(0).contiguous(), c0.unsqueeze(0).contiguous())
+        )
+        outputs = self.readout(hiddens)  # (B, t, O)
+        return outputs, hiddens, torch.cat([h[0], c[0]], dim=1)
+
+
+def make_adam(params, lr: float, spec: RunSpec) -> torch.optim.Adam:
+    """Adam with the authors' betas (0.9, 0.98) and eps 1e-9 by default."""
+    return torch.optim.Adam(
+        params, lr=lr, betas=(spec.adam_beta1, spec.adam_beta2), eps=spec.adam_eps
+    )
+
+
+@dataclass
+class Efference:
+    """The efference copy s_b of truncation k, sent to the cerebellum."""
+
+    ids: StepId
+    state: torch.Tensor  # (B, 2H), detached
+
+
+@dataclass
+class BootstrappedTarget:
+    """g̃_a: the feedback that really arrived at s_a, target of the prediction ``ids``."""
+
+    ids: StepId
+    feedback: torch.Tensor  # (B, 2H)
+
+
+class TruncatedLearner:
+    """The area's learning rule: truncated BPTT, optionally bridged by synthetic feedback."""
+
+    def __init__(self, area: CorticalArea, task: Task, spec: RunSpec):
+        self.area = area
+        self.task = task
+        self.synthetic_scale = spec.synthetic_scale  # λ = 0.1, as in the paper
+        self.truncation = spec.truncation
+        self.update = spec.update
+        self.grad_clip = spec.grad_clip
+        self.optimiser = make_adam(area.parameters(), spec.lr, spec)
+
+    def step(self) -> None:
+        """Clip the gradient norm, step Adam, clear the gradients."""
+        if self.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.area.parameters(), self.grad_clip)
+        self.optimiser.step()
+        self.optimiser.zero_grad(set_to_none=True)
+
+    def sequence(self, batch: Batch, epoch: int, batch_index: int) -> SequencePass:
+        return SequencePass(self, batch, epoch, batch_index)
+
+    @torch.no_grad()
+    def run(self, batch: Batch) -> torch.Tensor:
+        """Forward a whole batch with no learning: outputs (B, N, O)."""
+        state = self.area.initial_state(batch.size, batch.inputs.device)
+        outputs, _, _ = self.area(batch.inputs, state)
+        return outputs
+
+
+class SequencePass:
+    """One sequence, one truncation at a time: ``forward(k)`` then ``backward(k, ĝ)``."""
+
+    def __init__(self, learner: TruncatedLearner, batch: Batch, epoch: int, batch_index: int):
+        self.learner = learner
+        self.batch = batch
+        self.epoch = epoch
+        self.batch_index = batch_index
+        self.bounds = truncation_bounds(batch.n_steps, learner.truncation)
+        self.loss = 0.0  # Σ_k L_k = L, the sequence's task loss
+        self.outputs: list[torch.Tensor] = []
+        self._leaf = learner.area.initial_state(batch.size, batch.inputs.device)  # s_0
+        self._state: torch.Tensor | None = None
+        self._task_loss: torch.Tensor | None = None
+
+    @property
+    def n_truncations(self) -> int:
+        return len(self.bounds)
+
+    def ids(self, k: int) -> StepId:
+        return StepId(self.epoch, self.batch_index, k)
+
+    def forward(self, k: int) -> Efference | None:
+        """Run truncation k forward; return the efference s_b, or None at the sequence end."""
+        a, b = self.bounds[k]
+        if k > 0:
+            self._leaf.requires_grad_(True)  # s_a: a leaf so that g̃_a can be read off it
+        outputs, _, state = self.learner.area(self.batch.inputs[:, a:b], self._leaf)
+        self._state = state  # (B, 2H)
+        self._task_loss = self.learner.task.truncation_loss(outputs, self.batch, a, b)
+        self.outputs.append(outputs.detach())
+        if b >= self.batch.n_steps:
+            return None  # no future: no synthetic feedback at the sequence end
+        return Efference(self.ids(k), state.detach())
+
+    def backward(self, k: int, prediction: torch.Tensor | None) -> BootstrappedTarget | None:
+        """Backward ``L_k + λ<ĝ_b, s_b>``, update, and return the target g̃_a (None for k=0)."""
+        assert self._state is not None and self._task_loss is not None, "forward(k) first"
+        objective = self._task_loss
+        if prediction is not None:
+            if prediction.shape != self._state.shape:
+                raise ValueError(
+                    f"prediction shape {tuple(prediction.shape)} != state shape "
+                    f"{tuple(self._state.shape)}"
+                )
+            objective = objective + self.learner.synthetic_scale * (prediction * self._state).sum()
+        objective.backward()
+        self.loss += float(self._task_loss.detach())
+        target = None
+        if k > 0:
+            target = BootstrappedTarget(self.ids(k - 1), self._leaf.grad.detach().clone())
+        last = k == self.n_truncations - 1
+        if self.learner.update == "truncation" or last:
+            self.learner.step()
+        self._leaf = self._state.detach()
+        self._state = self._task_loss = None
+        return target
+
+    def full_outputs(self) -> torch.Tensor:
+        return torch.cat(self.outputs, dim=1)  # (B, N, O)
+
+
+class CerebellarLink(Protocol):
+    """How an area reaches the cerebellum and olive (function calls or ZeroMQ)."""
+
+    def predict(self, efference: Efference) -> torch.Tensor | None:
+        """ĝ_b for the efference, or None (no cerebellum, timeout, lesion)."""
+
+    def send_target(self, target: BootstrappedTarget) -> None:
+        """Deliver g̃_a to the olive."""
+
+
+@dataclass
+class EpochCounters:
+    """What happened on the area's side of the interface during one epoch."""
+
+    predictions: int = 0
+    missing: int = 0
+    targets: int = 0
+    wait_seconds: float = 0.0
+    train_loss_sum: float = 0.0
+    batches: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class AreaCore:
+    """A whole cortical area: network, learner, data stream and per-epoch bookkeeping."""
+
+    def __init__(self, spec: RunSpec, task: Task, interface: str = "area0"):
+        self.spec = spec
+        self.task = task
+        self.interface = interface
+        self.device = torch.device(spec.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derived_seed(spec.seed, f"{interface}/weights"))
+            area = CorticalArea(task.input_size, spec.hidden, task.output_size, spec.bias_factor)
+        self.area = area.to(self.device)
+        self.learner = TruncatedLearner(self.area, task, spec)
+        self.data_generator = torch.Generator().manual_seed(
+            derived_seed(spec.seed, f"{interface}/data")
+        )
+        self.epoch = 0  # next epoch to run
+
+    def run_epoch(
+        self, link: CerebellarLink | None, on_truncation: Callable[[], None] | None = None
+    ) -> dict[str, float]:
+        """Train one epoch, then validate; returns the epoch's metrics."""
+        counters = EpochCounters()
+        started = time.perf_counter()
+        self.area.train()
+        for b, batch in enumerate(self.task.train_batches(self.epoch, self.data_generator)):
+            batch = batch.to(self.device)
+            sequence = self.learner.sequence(batch, self.epoch, b)
+            predicted_previous = False
+            for k in range(sequence.n_truncations):
+                efference = sequence.forward(k)
+                prediction = None
+                if efference is not None and link is not None:
+                    t0 = time.perf_counter()
+                    prediction = link.predict(efference)
+                    counters.wait_seconds += time.perf_counter() - t0
+                    counters.predictions += prediction is not None
+                    counters.missing += prediction is None
+                target = sequence.backward(k, prediction)
+                if target is not None and link is not None and predicted_previous:
+                    link.send_target(target)
+                    counters.targets += 1
+                predicted_previous = efference is not None and link is not None
+                if on_truncation is not None:
+                    on_truncation()
+            counters.train_loss_sum += sequence.loss
+            counters.batches += 1
+        train_seconds = time.perf_counter() - started
+        metrics = {
+            "epoch": self.epoch,
+            "train_loss": counters.train_loss_sum / max(counters.batches, 1),
+            **{f"val_{k}": v for k, v in self.validate().items()},
+            "predictions": counters.predictions,
+            "missing_predictions": counters.missing,
+            "targets_sent": counters.targets,
+            "wait_seconds": counters.wait_seconds,
+            "train_seconds": train_seconds,
+        }
+        self.epoch += 1
+        return metrics
+
+    def validate(self) -> dict[str, float]:
+        """Task metrics over the validation batches, averaged by example."""
+        self.area.eval()
+        totals: dict[str, float] = {}
+        count = 0
+        for batch in self.task.validation_batches():
+            batch = batch.to(self.device)
+            metrics = self.task.evaluate(self.learner.run(batch), batch)
+            for key, value in metrics.items():
+                totals[key] = totals.get(key, 0.0) + value * batch.size
+            count += batch.size
+        self.area.train()
+        return {key: value / count for key, value in totals.items()}
+
+    def state_dict(self) -> dict:
+        return {
+            "area": self.area.state_dict(),
+            "optimiser": self.learner.optimiser.state_dict(),
+            "data_generator": self.data_generator.get_state(),
+            "epoch": self.epoch,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.area.load_state_dict(state["area"])
+        self.learner.optimiser.load_state_dict(state["optimiser"])
+        self.data_generator.set_state(state["data_generator"])
+        self.epoch = int(state["epoch"])

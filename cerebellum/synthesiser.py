@@ -1,0 +1,156 @@
+"""The cerebellar synthesiser C and the cerebellum's learning core (socket-free).
+
+C maps an area's efference copy s (B, 2H) — mossy-fibre input — through M granule units
+(ReLU), optionally a second hidden layer, to the predicted feedback ĝ (B, 2H) at the
+cerebellar nuclei. The output layer's weight and bias start at zero so that predictions start
+at zero, as in the paper and in Jaderberg et al. (2017).
+
+Sparse cerebellum (sCC-DNI): every granule unit receives exactly K of the 2H inputs, chosen at
+random without replacement; the connectivity mask is fixed for the whole run and applied in the
+forward pass, so masked weights get no gradient and stay exactly zero.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from areas.cortex import derived_seed, make_adam
+from wire.ids import StepId
+
+if TYPE_CHECKING:
+    from orchestrator.spec import RunSpec
+
+
+def granule_connectivity(
+    n_granule: int, n_inputs: int, k: int, generator: torch.Generator
+) -> torch.Tensor:
+    """(M, N) mask with exactly ``k`` ones per row (inputs drawn without replacement)."""
+    mask = torch.zeros(n_granule, n_inputs)
+    for row in range(n_granule):
+        mask[row, torch.randperm(n_inputs, generator=generator)[:k]] = 1.0
+    return mask
+
+
+class Synthesiser(nn.Module):
+    """C: efference (B, 2H) → predicted feedback (B, 2H)."""
+
+    def __init__(
+        self,
+        state_size: int,
+        n_granule: int,
+        layers: int = 1,
+        granule_inputs: int | None = None,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        self.granule = nn.Linear(state_size, n_granule)  # mossy fibres → granule cells
+        self.deep = nn.Linear(n_granule, n_granule) if layers == 2 else None
+        self.nuclei = nn.Linear(n_granule, state_size)  # → cerebellar nuclei: the prediction
+        nn.init.zeros_(self.nuclei.weight)  # zero output weight and bias, as in the paper
+        nn.init.zeros_(self.nuclei.bias)
+        if granule_inputs is not None:
+            mask = granule_connectivity(n_granule, state_size, granule_inputs, generator)
+            with torch.no_grad():
+                self.granule.weight.mul_(mask)
+        else:
+            mask = torch.ones(n_granule, state_size)
+        self.register_buffer("connectivity", mask)  # (M, 2H), fixed for the run
+        self.sparse = granule_inputs is not None
+
+    def forward(self, efference: torch.Tensor) -> torch.Tensor:
+        """efference (B, 2H) → prediction (B, 2H)."""
+        weight = self.granule.weight * self.connectivity if self.sparse else self.granule.weight
+        granule = F.relu(F.linear(efference, weight, self.granule.bias))  # (B, M)
+        if self.deep is not None:
+            granule = F.relu(self.deep(granule))  # (B, M)
+        return self.nuclei(granule)  # (B, 2H)
+
+    def inputs_per_granule(self) -> torch.Tensor:
+        """(M,) number of non-zero input weights of each granule unit."""
+        return (self.granule.weight != 0).sum(dim=1)
+
+
+class CerebellumCore:
+    """One synthesiser and optimiser per interface; answers efferences, learns from errors.
+
+    The efference of every outstanding prediction is kept until its climbing-fibre error
+    arrives; the prediction is then recomputed from it with the current weights and the error
+    back-propagated through C (the graph of the original prediction is gone by then).
+    """
+
+    MAX_OUTSTANDING = 1024  # efferences kept per interface while waiting for their errors
+
+    def __init__(self, spec: RunSpec, interfaces: list[str], learning: bool = True):
+        self.spec = spec
+        self.device = torch.device(spec.device)
+        self.synthesisers: dict[str, Synthesiser] = {}
+        self.optimisers: dict[str, torch.optim.Adam] = {}
+        self.outstanding: dict[str, OrderedDict[StepId, torch.Tensor]] = {}
+        self.errors_applied: dict[str, int] = {}
+        self.dropped_errors = 0
+        self.learning = learning
+        for interface in interfaces:
+            with torch.random.fork_rng(devices=[]):
+                seed = derived_seed(spec.seed, f"cerebellum/{interface}")
+                torch.manual_seed(seed)
+                synthesiser = Synthesiser(
+                    spec.state_size,
+                    spec.cerebellum_hidden,
+                    spec.cerebellum_layers,
+                    spec.granule_inputs,
+                    torch.Generator().manual_seed(seed + 1),
+                ).to(self.device)
+            self.synthesisers[interface] = synthesiser
+            self.optimisers[interface] = make_adam(
+                synthesiser.parameters(), spec.cerebellar_lr, spec
+            )
+            self.outstanding[interface] = OrderedDict()
+            self.errors_applied[interface] = 0
+
+    @torch.no_grad()
+    def predict(self, interface: str, ids: StepId, efference: torch.Tensor) -> torch.Tensor:
+        """ĝ = C(s) for the efference copy ``s``; remembers ``s`` until its error arrives."""
+        efference = efference.to(self.device)
+        prediction = self.synthesisers[interface](efference)
+        pending = self.outstanding[interface]
+        pending[ids] = efference
+        while len(pending) > self.MAX_OUTSTANDING:
+            pending.popitem(last=False)
+        return prediction
+
+    def learn(self, interface: str, ids: StepId, climbing_fibre_error: torch.Tensor) -> bool:
+        """Back-propagate e = ∂L_C/∂ĝ through C(s) and step; False if ``s`` is unknown."""
+        efference = self.outstanding[interface].pop(ids, None)
+        if efference is None:
+            self.dropped_errors += 1
+            return False
+        self.errors_applied[interface] += 1
+        if not self.learning:
+            return True
+        synthesiser = self.synthesisers[interface]
+        prediction = synthesiser(efference)
+        prediction.backward(climbing_fibre_error.to(self.device))
+        if self.spec.grad_clip > 0:
+            nn.utils.clip_grad_norm_(synthesiser.parameters(), self.spec.grad_clip)
+        self.optimisers[interface].step()
+        self.optimisers[interface].zero_grad(set_to_none=True)
+        return True
+
+    def state_dict(self) -> dict:
+        return {
+            "synthesisers": {k: v.state_dict() for k, v in self.synthesisers.items()},
+            "optimisers": {k: v.state_dict() for k, v in self.optimisers.items()},
+            "errors_applied": dict(self.errors_applied),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state["synthesisers"].items():
+            self.synthesisers[key].load_state_dict(value)
+        for key, value in state["optimisers"].items():
+            self.optimisers[key].load_state_dict(value)
+        self.errors_applied.update(state["errors_applied"])

@@ -1,0 +1,1 @@
+"""The inferior olive: compares predictions with what really arrived (DESIGN §3)."""

@@ -1,0 +1,104 @@
+"""The inferior olive's process: a thin shell around :class:`olive.comparator.InferiorOlive`.
+
+It binds a ROUTER for targets from the areas and connects a DEALER (identity ``olive``) to the
+cerebellum, through which predictions arrive and climbing-fibre errors leave. It says hello to
+the cerebellum with heartbeats, and reports the mean cerebellar loss of each epoch.
+"""
+
+from __future__ import annotations
+
+import time
+
+import zmq
+
+from olive.comparator import InferiorOlive
+from orchestrator.region import POLL_INTERVAL, RegionShell
+from wire.channel import Endpoint
+from wire.protocol import (
+    ClimbingHeader,
+    HeartbeatHeader,
+    Kind,
+    Message,
+    ProtocolError,
+    expect_shape,
+    step_header,
+)
+
+
+class OliveShell(RegionShell):
+    role = "olive"
+
+    def serve(self) -> None:
+        self.core = InferiorOlive()
+        self.targets = self.bind(zmq.ROUTER, self.endpoints["olive"])
+        self.cerebellum = self.connect(zmq.DEALER, self.endpoints["cerebellum"], identity="olive")
+        self.reported_through = -1  # epochs up to this one have been reported
+        self.errors_sent = 0
+        poller = zmq.Poller()
+        for endpoint in (self.control, self.targets, self.cerebellum):
+            poller.register(endpoint.sock, zmq.POLLIN)
+        self.state = "ready"
+        self.report("ready")
+        last_hello = 0.0
+        while True:
+            now = time.monotonic()
+            if now - last_hello >= min(self.spec.heartbeat_interval, 0.2):
+                self.cerebellum.send(HeartbeatHeader(region=self.name, state=self.state))
+                last_hello = now
+            events = dict(poller.poll(int(POLL_INTERVAL * 1000)))
+            for endpoint in (self.targets, self.cerebellum):
+                if endpoint.sock in events:
+                    self.drain(endpoint)
+            self.tick()
+
+    def drain(self, endpoint: Endpoint) -> None:
+        for _ in range(100):
+            received = endpoint.receive_ready()
+            if received is not None:
+                self.handle(endpoint, *received)
+            if not endpoint.sock.poll(0, zmq.POLLIN):
+                return
+
+    def handle(self, endpoint: Endpoint, sender: str | None, message: Message) -> None:
+        expected = Kind.TARGET if endpoint is self.targets else Kind.PREDICTION
+        if message.kind != expected:
+            endpoint.reject(f"unexpected {message.kind.name}", sender)
+            return
+        header = message.header
+        if header.interface not in self.spec.interfaces:
+            endpoint.reject(f"unknown interface {header.interface!r}", sender)
+            return
+        try:
+            tensor = expect_shape(message, (None, self.spec.state_size))
+        except ProtocolError as exc:
+            endpoint.reject(str(exc), sender)
+            return
+        self.state = "comparing"
+        if header.epoch > self.epoch:
+            self.report_epochs(before=header.epoch)
+            self.epoch = header.epoch
+        if expected == Kind.TARGET:
+            fibre = self.core.receive_target(header.interface, header.ids, tensor)
+        else:
+            fibre = self.core.receive_prediction(header.interface, header.ids, tensor)
+        if fibre is None:
+            return
+        reply = step_header(
+            ClimbingHeader, header.run, header.interface, fibre.ids, loss=fibre.loss
+        )
+        if self.cerebellum.send(reply, [fibre.error]):
+            self.errors_sent += 1
+
+    def report_epochs(self, before: int) -> None:
+        """Report each finished epoch's cerebellar loss; forget stale unpaired items."""
+        for epoch in range(self.reported_through + 1, before):
+            summary = self.core.epoch_summary(epoch)
+            if summary is not None:
+                self.metric(summary)
+        self.reported_through = max(self.reported_through, before - 1)
+        self.core.forget_before(before - 1)
+
+    def finish(self) -> None:
+        if hasattr(self, "core"):
+            self.report_epochs(before=self.epoch + 1)
+            self.metric({"errors_sent": self.errors_sent, "expired": self.core.expired})

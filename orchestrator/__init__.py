@@ -1,0 +1,1 @@
+"""The orchestrator: spec, run directory, launching and supervising the regions."""

@@ -1,0 +1,91 @@
+"""The in-process runner: the same cores wired with function calls (``--inprocess``).
+
+It is the numerical reference that the multi-process system is tested against (``lockstep``
+must reproduce it to float tolerance) and a fast mode for debugging.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from areas.cortex import AreaCore, BootstrappedTarget, Efference
+from cerebellum.synthesiser import CerebellumCore
+from olive.comparator import ClimbingFibre, InferiorOlive
+from orchestrator.rundir import RunDirectory
+from orchestrator.spec import RunSpec
+from tasks import build_task
+
+INTERFACE = "area0"
+
+
+class DirectLink:
+    """The area's link to the cerebellum and olive as plain function calls."""
+
+    def __init__(self, cerebellum: CerebellumCore, olive: InferiorOlive, interface: str):
+        self.cerebellum = cerebellum
+        self.olive = olive
+        self.interface = interface
+
+    def _teach(self, fibre: ClimbingFibre | None) -> None:
+        if fibre is not None:
+            self.cerebellum.learn(fibre.interface, fibre.ids, fibre.error)
+
+    def predict(self, efference: Efference) -> torch.Tensor:
+        prediction = self.cerebellum.predict(self.interface, efference.ids, efference.state)
+        self._teach(self.olive.receive_prediction(self.interface, efference.ids, prediction))
+        return prediction
+
+    def send_target(self, target: BootstrappedTarget) -> None:
+        self._teach(self.olive.receive_target(self.interface, target.ids, target.feedback))
+
+
+def run_inprocess(
+    spec: RunSpec,
+    run: RunDirectory,
+    log: Any,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train every epoch in this process, recording into ``run``; returns the final metrics."""
+    torch.set_num_threads(spec.threads)
+    task = build_task(spec)
+    area = AreaCore(spec, task, INTERFACE)
+    cerebellum = CerebellumCore(spec, [INTERFACE]) if spec.uses_cerebellum else None
+    olive = InferiorOlive() if spec.uses_cerebellum else None
+    link = DirectLink(cerebellum, olive, INTERFACE) if cerebellum and olive else None
+    run.append_event("start", region="inprocess", pid=None)
+    last: dict[str, Any] = {}
+    for _ in range(spec.epochs):
+        started = time.perf_counter()
+        metrics = area.run_epoch(link)
+        record = {"region": INTERFACE, **metrics, "epoch_seconds": time.perf_counter() - started}
+        run.append_metric(record)
+        last = record
+        if olive is not None:
+            cerebellar = olive.epoch_summary(metrics["epoch"])
+            if cerebellar is not None:
+                run.append_metric({"region": "olive", **cerebellar})
+                last = {**last, "cerebellar_loss": cerebellar["cerebellar_loss"]}
+        if on_epoch is not None:
+            on_epoch(last)
+    torch.save(area.state_dict(), run.checkpoint_path(INTERFACE))
+    if cerebellum is not None:
+        torch.save(cerebellum.state_dict(), run.checkpoint_path("cerebellum"))
+    save_results(area, run)
+    run.append_event("exit", region="inprocess", exitcode=0)
+    return last
+
+
+def save_results(area: AreaCore, run: RunDirectory) -> None:
+    """Arrays for the figures: reach trajectories (target reaching)."""
+    task = area.task
+    if hasattr(task, "trajectory_batch"):
+        batch = task.trajectory_batch().to(area.device)
+        outputs = area.learner.run(batch).cpu()  # (C, N, 2)
+        torch.save(
+            {"outputs": outputs, "targets": task.targets, "labels": batch.labels.cpu()},
+            run.results_path(f"{area.interface}-trajectories.pt"),
+        )

@@ -1,0 +1,194 @@
+"""The thin process shell every region shares, and the entry point of spawned regions.
+
+A region process: limits itself to ``spec.threads`` intra-op threads, configures structlog once
+(JSON lines to ``RUN/logs/REGION.jsonl``), connects a DEALER to the orchestrator's control
+ROUTER, reports ``ready``, sends heartbeats, obeys ``stop``, and exits by itself if the
+orchestrator disappears (its parent pid changes). Its maths lives in a socket-free core.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+import zmq
+
+from orchestrator.logs import configure_logging
+from orchestrator.rundir import RunDirectory
+from orchestrator.spec import RunSpec
+from wire.channel import Counters, Endpoint, make_socket
+from wire.protocol import ControlHeader, HeartbeatHeader, Kind, Message, MetricHeader
+
+SHELLS = {
+    "area": "areas.process:AreaShell",
+    "cerebellum": "cerebellum.process:CerebellumShell",
+    "olive": "olive.process:OliveShell",
+}
+POLL_INTERVAL = 0.1  # seconds: the longest any region sleeps between checks
+
+
+class StopRequested(Exception):
+    """The orchestrator asked this region to stop."""
+
+
+class OrphanedError(RuntimeError):
+    """The orchestrator is gone."""
+
+
+class RegionShell:
+    """Control link, heartbeats, logging and lifecycle; subclasses implement :meth:`serve`."""
+
+    role = "region"
+
+    def __init__(
+        self,
+        name: str,
+        spec: RunSpec,
+        run_path: str,
+        endpoints: dict[str, str],
+        parent_pid: int,
+    ):
+        import torch
+
+        torch.set_num_threads(spec.threads)
+        self.name = name
+        self.spec = spec
+        self.run = RunDirectory(run_path)
+        self.endpoints = endpoints
+        self.parent_pid = parent_pid
+        self.log = configure_logging(
+            name, self.run.log_path(name), spec.log_level, run=self.run.path.name, pid=os.getpid()
+        )
+        self.counters = Counters()
+        self.context = zmq.Context()
+        self.sockets: list[zmq.Socket] = []
+        self.control = self.connect(zmq.DEALER, endpoints["orchestrator"], identity=name)
+        self.state = "starting"
+        self.epoch = 0
+        self.stopping = False
+        self._last_heartbeat = 0.0
+
+    # -- sockets ----------------------------------------------------------------------------
+    def connect(self, kind: int, endpoint: str, identity: str | None = None) -> Endpoint:
+        sock = make_socket(self.context, kind, identity=identity)
+        sock.connect(endpoint)
+        self.sockets.append(sock)
+        return Endpoint(sock, self.log, self.counters, routed=kind == zmq.ROUTER)
+
+    def bind(self, kind: int, endpoint: str) -> Endpoint:
+        sock = make_socket(self.context, kind)
+        sock.bind(endpoint)
+        self.sockets.append(sock)
+        return Endpoint(sock, self.log, self.counters, routed=kind == zmq.ROUTER)
+
+    # -- talking to the orchestrator --------------------------------------------------------
+    def report(self, command: str, **args: Any) -> None:
+        self.control.send(ControlHeader(command=command, region=self.name, args=args))
+
+    def metric(self, values: dict[str, Any]) -> None:
+        self.control.send(MetricHeader(region=self.name, values=values))
+
+    def heartbeat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_heartbeat >= self.spec.heartbeat_interval:
+            self._last_heartbeat = now
+            self.control.send(
+                HeartbeatHeader(
+                    region=self.name,
+                    pid=os.getpid(),
+                    state=self.state,
+                    epoch=self.epoch,
+                    sent=self.counters.sent,
+                    received=self.counters.received,
+                    rejected=self.counters.rejected,
+                )
+            )
+
+    def check_parent(self) -> None:
+        if os.getppid() != self.parent_pid:
+            raise OrphanedError("the orchestrator is gone")
+
+    def on_control(self, message: Message) -> None:
+        """React to a CONTROL message (``stop`` by default)."""
+        header = message.header
+        if header.command == "stop":
+            self.stopping = True
+        else:
+            self.log.warning("unknown_control", command=header.command)
+
+    def drain_control(self, timeout: float = 0.0) -> None:
+        """Handle every waiting control message (waiting up to ``timeout`` for the first)."""
+        while True:
+            received = self.control.receive(timeout)
+            if received is None:
+                return
+            _, message = received
+            if message.kind == Kind.CONTROL:
+                self.on_control(message)
+            else:
+                self.control.reject(f"unexpected {message.kind.name} on the control link")
+            timeout = 0.0
+
+    def tick(self) -> None:
+        """Between units of work: heartbeat, control messages, parent check."""
+        self.heartbeat()
+        self.drain_control()
+        self.check_parent()
+        if self.stopping:
+            raise StopRequested()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def serve(self) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Called once on the way out (normal stop or error): save what should be saved."""
+
+    def main(self) -> int:
+        code = 0
+        try:
+            self.log.info("region_start", role=self.role)
+            self.serve()
+        except StopRequested:
+            self.log.info("stop_requested")
+        except OrphanedError as exc:
+            self.log.error("orphaned", reason=str(exc))
+            code = 3
+        except Exception as exc:
+            code = 1
+            self.log.error("region_failed", error=repr(exc), traceback=traceback.format_exc())
+            self.report("failed", error=f"{type(exc).__name__}: {exc}")
+        try:
+            self.finish()
+        except Exception as exc:
+            code = code or 1
+            self.log.error("finish_failed", error=repr(exc))
+        self.state = "stopped"
+        self.heartbeat(force=True)
+        self.report("exiting", code=code)
+        self.log.info("region_exit", code=code, **vars(self.counters))
+        for sock in self.sockets:
+            sock.close(linger=0)
+        self.context.term()
+        return code
+
+
+def region_main(
+    role: str,
+    name: str,
+    spec_dict: dict[str, Any],
+    run_path: str,
+    endpoints: dict[str, str],
+    parent_pid: int,
+) -> None:
+    """Entry point of a spawned region process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's to handle
+    module, _, cls = SHELLS[role].partition(":")
+    shell_cls = getattr(importlib.import_module(module), cls)
+    shell = shell_cls(name, RunSpec(**spec_dict), run_path, endpoints, parent_pid)
+    sys.exit(shell.main())

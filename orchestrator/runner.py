@@ -1,0 +1,107 @@
+"""One run from spec to summary: in-process or as processes, then summary and figures."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.figures import draw_run
+from orchestrator.launcher import Supervisor
+from orchestrator.logs import configure_logging
+from orchestrator.progress import Progress
+from orchestrator.rundir import RunDirectory
+from orchestrator.spec import RunSpec
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run: RunDirectory
+    summary: dict[str, Any]
+
+
+def execute_run(spec: RunSpec, console: bool = True) -> RunOutcome:
+    """Create the run directory, run, and write summary and figures."""
+    run = RunDirectory.create(spec)
+    log = configure_logging(
+        "orchestrator",
+        run.log_path("orchestrator"),
+        spec.log_level,
+        console=console,
+        run=run.path.name,
+    )
+    log.info(
+        "run_start", run_dir=str(run.path), mode="inprocess" if spec.inprocess else "processes"
+    )
+    started = time.perf_counter()
+    with Progress(spec, log, enabled=console) as progress:
+        if spec.inprocess:
+            outcome = _inprocess(spec, run, log)
+        else:
+            outcome = Supervisor(spec, run, log, progress).execute()
+    wall = time.perf_counter() - started
+    summary = summarise(run, spec, outcome, wall)
+    if spec.figures and summary["epochs_completed"]:
+        title = f"{spec.task} · {spec.model} · T={spec.truncation} · seed {spec.seed}"
+        summary["figures"] = [
+            str(p.relative_to(run.path)) for p in draw_run(run, spec.model, title)
+        ]
+    run.write_json(run.summary_path, summary)
+    log.info("run_end", **{k: v for k, v in summary.items() if not isinstance(v, (dict, list))})
+    return RunOutcome(run, summary)
+
+
+def _inprocess(spec: RunSpec, run: RunDirectory, log: Any) -> dict[str, Any]:
+    from orchestrator.inprocess import run_inprocess
+
+    step = max(1, spec.epochs // 10)
+
+    def on_epoch(metrics: dict[str, Any]) -> None:
+        epoch = metrics["epoch"] + 1
+        if epoch % step == 0 or epoch == spec.epochs:
+            log.info(
+                "progress",
+                epoch=epoch,
+                of=spec.epochs,
+                train_loss=metrics["train_loss"],
+                val=metrics.get("val_mse", metrics.get("val_error_pct")),
+            )
+
+    try:
+        run_inprocess(spec, run, log, on_epoch)
+    except KeyboardInterrupt:
+        return {"status": "interrupted", "reason": "interrupted by the user", "shutdown_stages": []}
+    return {"status": "completed", "reason": None, "shutdown_stages": []}
+
+
+def summarise(
+    run: RunDirectory, spec: RunSpec, outcome: dict[str, Any], wall: float
+) -> dict[str, Any]:
+    """The run's final numbers, read back from what was recorded."""
+    metrics = run.metrics()
+    area = [m for m in metrics if m.get("region") in spec.interfaces and "epoch" in m]
+    olive = [m for m in metrics if m.get("region") == "olive" and "cerebellar_loss" in m]
+    final = area[-1] if area else {}
+    last5 = area[-5:]
+    val_keys = [k for k in final if k.startswith("val_")]
+    return {
+        "run": run.path.name,
+        "status": outcome["status"],
+        "reason": outcome["reason"],
+        "mode": "inprocess" if spec.inprocess else "processes",
+        "task": spec.task,
+        "model": spec.model,
+        "truncation": spec.truncation,
+        "seed": spec.seed,
+        "timing": spec.timing,
+        "epochs_completed": len(area),
+        "epochs": spec.epochs,
+        "wall_seconds": round(wall, 3),
+        "final": {k: final[k] for k in ["train_loss", *val_keys] if k in final},
+        "last5_mean": {k: sum(m[k] for m in last5) / len(last5) for k in val_keys},
+        "cerebellar_loss_final": olive[-1]["cerebellar_loss"] if olive else None,
+        "missing_predictions": sum(m.get("missing_predictions", 0) for m in area),
+        "shutdown_stages": outcome["shutdown_stages"],
+        "pid": os.getpid(),
+    }

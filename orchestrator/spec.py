@@ -1,0 +1,309 @@
+"""The run spec: one frozen dataclass describing a run, loaded from TOML and flags.
+
+Precedence, lowest first: the dataclass defaults (target reaching, as in the paper) → the
+task preset (e.g. the seqMNIST numbers) → a TOML file → command-line flags. Every field has
+a docstring-like ``doc`` in its metadata; ``launch.py run --help`` prints them all. Values
+derived from the fields are computed in one place: the properties at the bottom of
+:class:`RunSpec`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+TASKS = ("target-reaching", "seqmnist", "c-seqmnist", "dd-seqmnist", "ld-seqmnist")
+MODELS = ("lstm", "cc-dni", "scc-dni")
+TIMINGS = ("lockstep", "wait", "stale")
+UPDATES = ("truncation", "sequence")
+
+
+class SpecError(ValueError):
+    """A spec field has a bad value; the message names the field."""
+
+
+def _f(default: Any, doc: str, choices: tuple[str, ...] | None = None) -> Any:
+    return field(default=default, metadata={"doc": doc, "choices": choices})
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines a run. Defaults are the paper's target-reaching numbers."""
+
+    # --- task ---------------------------------------------------------------------------
+    task: str = _f("target-reaching", "Task to learn.", TASKS)
+    n_targets: int = _f(
+        6, "Target reaching: non-zero cues / targets on the circle (the origin is extra)."
+    )
+    cue: str = _f(
+        "integer",
+        "Target reaching cue: 'integer' (±1..±3, the paper's text), 'integer-x0.1' (the "
+        "authors' code), '2d' (target ×0.1), '28d-noisy' (binary code + Gaussian noise).",
+        ("integer", "integer-x0.1", "2d", "28d-noisy"),
+    )
+    input_noise_var: float = _f(0.1, "Variance of the per-step input noise of '28d-noisy'.")
+    n_validation: int = _f(70, "Target reaching: validation examples (10 per class by default).")
+    gamma: int = _f(1, "ld-seqMNIST loss sparsity: a loss every gamma steps (1, 5 or 8).")
+    data_dir: str = _f("", "MNIST root (holding MNIST/raw). Empty: $CCDNI_DATA, else ./data.")
+    train_subset: int = _f(0, "seqMNIST: use only this many training examples (0: all 48 000).")
+    val_subset: int = _f(0, "seqMNIST: use only this many validation examples (0: all 12 000).")
+    download: bool = _f(False, "seqMNIST: download MNIST with torchvision when it is missing.")
+
+    # --- cortical area --------------------------------------------------------------------
+    model: str = _f("cc-dni", "Model: plain LSTM, dense CC-DNI or sparse sCC-DNI.", MODELS)
+    hidden: int = _f(10, "LSTM units H of the cortical area (state [h;c] has 2H).")
+    bias_factor: float = _f(
+        1.0, "b: scales the initial LSTM input and recurrent weights (paper: 0.01..2)."
+    )
+    truncation: int = _f(2, "T: truncation size of truncated BPTT, in steps.")
+    update: str = _f(
+        "truncation",
+        "When the area steps its optimiser: after every truncation (online, the paper's text) "
+        "or once per sequence (the authors' code).",
+        UPDATES,
+    )
+    lr: float = _f(1e-3, "Learning rate of the cortical area (Adam).")
+    batch_size: int = _f(50, "Examples per batch.")
+    epochs: int = _f(300, "Training epochs.")
+    seed: int = _f(0, "Seed of weights and data order (each region derives its own stream).")
+
+    # --- cerebellum and olive ---------------------------------------------------------------
+    cerebellum_hidden: int = _f(80, "M: hidden (granule) units per cerebellar hidden layer.")
+    cerebellum_layers: int = _f(1, "Hidden layers of the synthesiser (1 or 2).")
+    sparsity_k: int = _f(4, "K: inputs per granule unit in sCC-DNI (0: dense).")
+    synthetic_scale: float = _f(0.1, "λ: scale of the synthetic gradient, as in the paper.")
+    cerebellum_lr: float = _f(0.0, "Learning rate of the cerebellum (0: same as lr).")
+    adam_beta1: float = _f(0.9, "Adam β1 (authors' code).")
+    adam_beta2: float = _f(0.98, "Adam β2 (authors' code).")
+    adam_eps: float = _f(1e-9, "Adam ε (authors' code).")
+    grad_clip: float = _f(1.0, "Gradient-norm clip for every optimiser (0: off).")
+
+    # --- processes ------------------------------------------------------------------------
+    inprocess: bool = _f(False, "Run every region in this process (the numerical reference).")
+    timing: str = _f(
+        "wait",
+        "How an area waits on the cerebellum: 'lockstep' (deterministic), 'wait' (up to "
+        "wait_timeout), 'stale' (never wait; use the freshest prediction).",
+        TIMINGS,
+    )
+    wait_timeout: float = _f(1.0, "Seconds an area waits for a prediction under 'wait'.")
+    lockstep_timeout: float = _f(
+        60.0, "Seconds an area waits under 'lockstep' before failing with an error."
+    )
+    heartbeat_interval: float = _f(0.5, "Seconds between application heartbeats.")
+    heartbeat_timeout: float = _f(5.0, "A region silent this long is reported unresponsive.")
+    startup_timeout: float = _f(120.0, "Seconds to wait for every region to report ready.")
+    stop_deadline: float = _f(10.0, "Seconds a region gets to exit after 'stop' before SIGTERM.")
+    threads: int = _f(1, "Intra-op threads per process (two cores are shared by all regions).")
+    device: str = _f("cpu", "Torch device of every region ('cpu', 'cuda', 'cuda:1').")
+
+    # --- outputs ----------------------------------------------------------------------------
+    runs_dir: str = _f("runs", "Parent folder of run directories.")
+    run_name: str = _f("", "Run directory name (empty: time + task + model + T + seed).")
+    figures: bool = _f(True, "Draw the PNG figures at the end of the run.")
+    progress: bool = _f(True, "Show the live progress display on a terminal.")
+    log_level: str = _f("info", "Log level.", ("debug", "info", "warning", "error"))
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            choices = f.metadata.get("choices")
+            if choices and value not in choices:
+                raise SpecError(f"{f.name}={value!r} is not one of: {', '.join(choices)}")
+        positive = ("hidden", "truncation", "batch_size", "epochs", "cerebellum_hidden", "threads")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise SpecError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in (
+            "lr",
+            "wait_timeout",
+            "lockstep_timeout",
+            "heartbeat_interval",
+            "heartbeat_timeout",
+            "startup_timeout",
+            "stop_deadline",
+            "adam_eps",
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise SpecError(f"{name} must be a positive finite number, got {value}")
+        for name in (
+            "synthetic_scale",
+            "cerebellum_lr",
+            "grad_clip",
+            "input_noise_var",
+            "bias_factor",
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise SpecError(f"{name} must be a finite number ≥ 0, got {value}")
+        if not (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1):
+            raise SpecError("adam_beta1 and adam_beta2 must lie in [0, 1)")
+        if self.cerebellum_layers not in (1, 2):
+            raise SpecError(f"cerebellum_layers must be 1 or 2, got {self.cerebellum_layers}")
+        if self.n_targets < 1:
+            raise SpecError(f"n_targets must be at least 1, got {self.n_targets}")
+        if self.gamma < 1:
+            raise SpecError(f"gamma must be at least 1, got {self.gamma}")
+        if self.sparsity_k < 0 or (self.model == "scc-dni" and self.sparsity_k > self.state_size):
+            raise SpecError(
+                f"sparsity_k must lie in [0, 2H={self.state_size}], got {self.sparsity_k}"
+            )
+        if self.model == "scc-dni" and self.sparsity_k == 0:
+            raise SpecError("model scc-dni needs sparsity_k ≥ 1 (use cc-dni for dense)")
+        if self.n_validation < 1 or self.train_subset < 0 or self.val_subset < 0:
+            raise SpecError("n_validation must be ≥ 1 and the subsets ≥ 0")
+        if (
+            self.task != "target-reaching"
+            and self.train_subset
+            and self.train_subset < self.batch_size
+        ):
+            raise SpecError(
+                f"train_subset={self.train_subset} is smaller than batch_size={self.batch_size}"
+            )
+
+    # --- derived values: computed here and only here ----------------------------------------
+    @property
+    def state_size(self) -> int:
+        """2H: the size of the area state [h; c] the cerebellum sees."""
+        return 2 * self.hidden
+
+    @property
+    def interfaces(self) -> tuple[str, ...]:
+        """The cortical areas (one interface each) the cerebellum and olive serve."""
+        return ("area0",)
+
+    @property
+    def uses_cerebellum(self) -> bool:
+        return self.model != "lstm"
+
+    @property
+    def granule_inputs(self) -> int | None:
+        """K for the sparse cerebellum, None for dense."""
+        return self.sparsity_k if self.model == "scc-dni" else None
+
+    @property
+    def cerebellar_lr(self) -> float:
+        return self.cerebellum_lr or self.lr
+
+    @property
+    def expansion_ratio(self) -> float:
+        """M/N with N = 2H."""
+        return self.cerebellum_hidden / self.state_size
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return Path(self.data_dir or os.environ.get("CCDNI_DATA", "") or "data")
+
+    @property
+    def default_run_name(self) -> str:
+        return f"{self.task}-{self.model}-T{self.truncation}-s{self.seed}"
+
+    def replace(self, **changes: Any) -> RunSpec:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Task presets: the paper's numbers for each task family (appendix A; DESIGN §6).
+SEQMNIST_PRESET: dict[str, Any] = {
+    "hidden": 30,  # as in the paper
+    "cerebellum_hidden": 300,  # as in the paper
+    "batch_size": 50,  # as in the paper
+    "lr": 1e-4,  # as in the paper
+    "epochs": 25,  # as in the paper
+    "truncation": 5,
+}
+PRESETS: dict[str, dict[str, Any]] = {
+    "target-reaching": {},
+    **{task: SEQMNIST_PRESET for task in TASKS if task.endswith("seqmnist")},
+}
+CUE_PRESETS: dict[str, dict[str, Any]] = {"28d-noisy": {"hidden": 30}}  # as in the paper
+
+FIELDS = {f.name: f for f in dataclasses.fields(RunSpec)}
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Convert a TOML or flag value to the field's type, or raise SpecError naming it."""
+    if name not in FIELDS:
+        raise SpecError(f"unknown spec field {name!r}")
+    kind = type(FIELDS[name].default)
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise SpecError(f"{name}={value!r} is not a valid {kind.__name__}") from None
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a spec TOML file (flat, or with a [run] table)."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise SpecError(f"spec file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"spec file {path} is not valid TOML: {exc}") from None
+    if "run" in data and isinstance(data["run"], dict):
+        data = data["run"]
+    return data
+
+
+def load_spec(toml_path: str | Path | None = None, **overrides: Any) -> RunSpec:
+    """Build a spec: defaults → task preset → TOML file → overrides (flags)."""
+    from_file = read_toml(toml_path) if toml_path else {}
+    explicit = {
+        **{k: coerce(k, v) for k, v in from_file.items()},
+        **{k: coerce(k, v) for k, v in overrides.items() if v is not None},
+    }
+    task = explicit.get("task", RunSpec.task)
+    cue = explicit.get("cue", RunSpec.cue)
+    values: dict[str, Any] = {}
+    values.update(PRESETS.get(task, {}))
+    if task == "target-reaching":
+        values.update(CUE_PRESETS.get(cue, {}))
+    values.update(explicit)
+    return RunSpec(**values)
+
+
+def to_toml(spec: RunSpec) -> str:
+    """The spec as a flat TOML document (round-trips through :func:`load_spec`)."""
+    lines = ["# ccdni run spec (resolved)"]
+    for name, value in spec.to_dict().items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            text = repr(value)
+        else:
+            text = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        lines.append(f"{name} = {text}")
+    return "\n".join(lines) + "\n"

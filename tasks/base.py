@@ -1,0 +1,120 @@
+"""The task interface shared by every experiment, and the task registry."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from orchestrator.spec import RunSpec
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch of sequences.
+
+    ``inputs`` is ``(B, N, I)``. For regression ``targets`` is ``(B, N, O)`` float; for
+    classification it is ``(B, N)`` long (the label repeated at every step).
+    ``loss_steps`` is ``(N,)`` bool: which steps carry a task loss.
+    ``labels`` is ``(B,)`` long: the class of each example (digit, cue), for figures.
+    """
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    loss_steps: torch.Tensor
+    labels: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        return int(self.inputs.shape[0])
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.inputs.shape[1])
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            self.inputs.to(device),
+            self.targets.to(device),
+            self.loss_steps.to(device),
+            self.labels.to(device),
+        )
+
+
+class Task(ABC):
+    """A sequence task: inputs, targets and which steps are scored.
+
+    The sequence loss is the mean of the per-step losses over the scored steps,
+    ``L = (1/|S|) Σ_{t∈S} ℓ_t``, so the truncation losses ``L_k`` (the same sum restricted to
+    a truncation) add up exactly to ``L``.
+    """
+
+    name: str
+    n_steps: int
+    input_size: int
+    output_size: int
+    loss_kind: str  # "mse" or "xent"
+
+    @abstractmethod
+    def train_batches(self, epoch: int, generator: torch.Generator) -> Iterator[Batch]:
+        """The training batches of one epoch, drawn with ``generator``."""
+
+    @abstractmethod
+    def validation_batches(self) -> Iterator[Batch]:
+        """The fixed validation batches (identical on every call)."""
+
+    def n_train_batches(self) -> int:
+        """Number of training batches per epoch."""
+        return 1
+
+    def step_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-step task losses ``ℓ_t`` for outputs ``(B, t, O)``; returns ``(t,)``."""
+        if self.loss_kind == "mse":
+            # squared distance summed over output dims, mean over the batch: a static model at
+            # the origin scores 100 on a circle of radius 10, as in the paper
+            return ((outputs - targets) ** 2).sum(dim=2).mean(dim=0)  # (t,)
+        b, t, o = outputs.shape
+        losses = F.cross_entropy(
+            outputs.reshape(b * t, o), targets.reshape(b * t), reduction="none"
+        )
+        return losses.reshape(b, t).mean(dim=0)  # (t,)
+
+    def truncation_loss(
+        self, outputs: torch.Tensor, batch: Batch, start: int, stop: int
+    ) -> torch.Tensor:
+        """``L_k`` for steps ``[start, stop)``: scored per-step losses summed, over ``|S|``."""
+        mask = batch.loss_steps[start:stop]
+        n_scored = int(batch.loss_steps.sum())
+        if not bool(mask.any()):
+            return outputs.sum() * 0.0
+        losses = self.step_losses(outputs[:, mask], batch.targets[:, start:stop][:, mask])
+        return losses.sum() / n_scored
+
+    def evaluate(self, outputs: torch.Tensor, batch: Batch) -> dict[str, float]:
+        """Task metrics of outputs ``(B, N, O)`` on a batch (no grad)."""
+        loss = self.truncation_loss(outputs, batch, 0, batch.n_steps)
+        metrics = {"loss": float(loss)}
+        if self.loss_kind == "mse":
+            scored = outputs[:, batch.loss_steps]
+            sq = ((scored - batch.targets[:, batch.loss_steps]) ** 2).sum(dim=-1)  # (B, |S|)
+            metrics["mse"] = float(sq.mean())
+        else:
+            predicted = outputs[:, -1].argmax(dim=-1)
+            metrics["error_pct"] = 100.0 * float((predicted != batch.targets[:, -1]).float().mean())
+        return metrics
+
+
+def build_task(spec: RunSpec) -> Task:
+    """The task named by ``spec.task``, built from the spec's task fields."""
+    if spec.task == "target-reaching":
+        from tasks.target_reaching import TargetReaching
+
+        return TargetReaching.from_spec(spec)
+    from tasks.seqmnist import build_seqmnist_task
+
+    return build_seqmnist_task(spec)

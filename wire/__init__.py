@@ -1,0 +1,1 @@
+"""The wire protocol between regions (DESIGN §4). See :mod:`wire.protocol`."""

@@ -1,0 +1,111 @@
+"""Sockets with the project's rules: linger 0, bounded queues, never a blocking call.
+
+Every receive goes through a poll with a timeout, every send is non-blocking (a full queue
+towards a dead peer drops the message and counts it), and invalid messages are logged with
+their reason and dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import zmq
+
+from wire.protocol import Header, Message, ProtocolError, decode, encode
+
+HIGH_WATER_MARK = 1000
+
+
+def make_socket(
+    context: zmq.Context, kind: int, identity: str | None = None, router_mandatory: bool = True
+) -> zmq.Socket:
+    """A socket with linger 0, bounded high-water marks and ZMTP heartbeats."""
+    sock = context.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
+    sock.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 500)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 2000)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, 2000)
+    if identity is not None:
+        sock.setsockopt(zmq.IDENTITY, identity.encode())
+    if kind == zmq.ROUTER and router_mandatory:
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a vanished peer is an error
+    return sock
+
+
+@dataclass
+class Counters:
+    sent: int = 0
+    received: int = 0
+    rejected: int = 0
+    dropped: int = 0
+
+
+class Endpoint:
+    """A socket plus the codec: ``send`` never blocks, ``receive`` always has a timeout."""
+
+    def __init__(self, sock: zmq.Socket, log: Any, counters: Counters, routed: bool):
+        self.sock = sock
+        self.log = log
+        self.counters = counters
+        self.routed = routed  # ROUTER: frames carry the peer identity first
+
+    def send(
+        self, header: Header, tensors: Sequence[torch.Tensor] = (), to: str | None = None
+    ) -> bool:
+        """Send without blocking; False (and counted) when the peer cannot take it."""
+        frames = encode(header, tensors)
+        if self.routed:
+            if to is None:
+                raise ValueError("a ROUTER send needs a destination identity")
+            frames = [to.encode(), *frames]
+        try:
+            self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        except (zmq.Again, zmq.ZMQError) as exc:
+            self.counters.dropped += 1
+            self.log.debug("send_dropped", kind=header.kind.name, to=to, reason=str(exc))
+            return False
+        self.counters.sent += 1
+        return True
+
+    def receive(self, timeout: float) -> tuple[str | None, Message] | None:
+        """The next valid message within ``timeout`` seconds, or None.
+
+        Invalid messages are logged and dropped; the wait continues until the deadline.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = max(0.0, deadline - time.monotonic())
+            if not self.sock.poll(int(remaining * 1000), zmq.POLLIN):
+                return None
+            result = self.receive_ready()
+            if result is not None:
+                return result
+            if time.monotonic() >= deadline:
+                return None
+
+    def receive_ready(self) -> tuple[str | None, Message] | None:
+        """Decode one message already waiting (after a poll said so); None if invalid."""
+        try:
+            frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        self.counters.received += 1
+        sender = None
+        if self.routed:
+            sender = bytes(frames[0].bytes).decode(errors="replace")
+            frames = frames[1:]
+        try:
+            return sender, decode(frames)
+        except ProtocolError as exc:
+            self.reject(str(exc), sender)
+            return None
+
+    def reject(self, reason: str, sender: str | None = None) -> None:
+        self.counters.rejected += 1
+        self.log.warning("message_rejected", reason=reason, sender=sender)
