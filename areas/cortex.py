@@ -202,8 +202,8 @@ class CerebellarLink(Protocol):
     def predict(self, efference: Efference) -> torch.Tensor | None:
         """ĝ_b for the efference, or None (no cerebellum, timeout, lesion)."""
 
-    def send_target(self, target: BootstrappedTarget) -> None:
-        """Deliver g̃_a to the olive."""
+    def send_target(self, target: BootstrappedTarget) -> bool:
+        """Deliver g̃_a to the olive if its prediction was asked for; True if sent."""
 
 
 @dataclass
@@ -247,7 +247,6 @@ class AreaCore:
         for b, batch in enumerate(self.task.train_batches(self.epoch, self.data_generator)):
             batch = batch.to(self.device)
             sequence = self.learner.sequence(batch, self.epoch, b)
-            predicted_previous = False
             for k in range(sequence.n_truncations):
                 efference = sequence.forward(k)
                 prediction = None
@@ -258,10 +257,8 @@ class AreaCore:
                     counters.predictions += prediction is not None
                     counters.missing += prediction is None
                 target = sequence.backward(k, prediction)
-                if target is not None and link is not None and predicted_previous:
-                    link.send_target(target)
-                    counters.targets += 1
-                predicted_previous = efference is not None and link is not None
+                if target is not None and link is not None:
+                    counters.targets += link.send_target(target)
                 if on_truncation is not None:
                     on_truncation()
             counters.train_loss_sum += sequence.loss
@@ -295,10 +292,12 @@ class AreaCore:
         return {key: value / count for key, value in totals.items()}
 
     def state_dict(self) -> dict:
+        """Everything needed to continue: weights, optimiser, RNG streams, next epoch."""
         return {
             "area": self.area.state_dict(),
             "optimiser": self.learner.optimiser.state_dict(),
             "data_generator": self.data_generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
             "epoch": self.epoch,
         }
 
@@ -306,4 +305,5 @@ class AreaCore:
         self.area.load_state_dict(state["area"])
         self.learner.optimiser.load_state_dict(state["optimiser"])
         self.data_generator.set_state(state["data_generator"])
+        torch.set_rng_state(state["torch_rng"])
         self.epoch = int(state["epoch"])

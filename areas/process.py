@@ -1,12 +1,19 @@
 """The cortical area's process: a thin shell driving :class:`areas.cortex.AreaCore`.
 
 The area connects DEALERs to the cerebellum (efference out, prediction back) and to the olive
-(targets out), waits for ``start``, runs its epochs, reports one METRIC per epoch, checkpoints,
-and reports ``done``. How it waits on the cerebellum is the spec's timing policy.
+(targets out), waits for ``start``, runs its epochs, reports one METRIC per epoch, checkpoints
+every epoch, and reports ``done``. How it waits on the cerebellum is the spec's timing policy.
+
+Lesions: the orchestrator announces a dead region with a ``lesion`` CONTROL message. Without a
+cerebellum the area trains with plain truncated BPTT from the next truncation on (under
+``wait`` it loses at most one timeout before the notice arrives); without an olive it stops
+sending targets. ``revived`` undoes that. A scheduled lesion is requested by the area itself
+at the start of its epoch (after a lockstep barrier), so it lands at exactly that epoch.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -16,9 +23,12 @@ from areas.cortex import AreaCore, BootstrappedTarget, Efference
 from orchestrator.inprocess import save_results
 from orchestrator.region import RegionShell
 from tasks import build_task
+from wire.ids import StepId
 from wire.protocol import (
+    ControlHeader,
     EfferenceHeader,
     Kind,
+    Message,
     ProtocolError,
     TargetHeader,
     expect_shape,
@@ -33,30 +43,51 @@ class LockstepTimeout(RuntimeError):
 class ZmqLink:
     """The area's link to the cerebellum and olive over ZeroMQ."""
 
-    def __init__(self, shell: AreaShell):
+    def __init__(self, shell: AreaShell, lesioned: set[str]):
         self.shell = shell
         self.spec = shell.spec
         self.interface = shell.name
         self.run_id = shell.run.path.name
         self.cerebellum = shell.connect(zmq.DEALER, shell.endpoints["cerebellum"], shell.name)
         self.olive = shell.connect(zmq.DEALER, shell.endpoints["olive"], shell.name)
-        self.targets_sent = 0
+        self.lesioned = set(lesioned)
+        self.asked: set[StepId] = set()  # efferences sent to the living cerebellum
+        self.targets_sent = 0  # targets since the cerebellum (re)started: lockstep accounting
         self.freshest: torch.Tensor | None = None
         self.late = 0
 
-    def _prediction(self, received, efference: Efference) -> torch.Tensor | None:
-        sender, message = received
+    # -- lesions ---------------------------------------------------------------------------------
+    def lesion(self, region: str) -> None:
+        self.lesioned.add(region)
+        if region == "cerebellum":
+            self.asked.clear()
+            self.freshest = None
+
+    def revive(self, region: str) -> None:
+        self.lesioned.discard(region)
+        if region == "cerebellum":
+            self.targets_sent = 0  # a new cerebellum has applied no error yet
+            self.asked.clear()
+
+    @property
+    def cerebellum_alive(self) -> bool:
+        return "cerebellum" not in self.lesioned
+
+    # -- the CerebellarLink protocol -----------------------------------------------------------------
+    def _prediction(self, sender: str | None, message: Message) -> torch.Tensor | None:
         if message.kind != Kind.PREDICTION:
-            self.cerebellum.reject(f"unexpected {message.kind.name} from the cerebellum", sender)
+            if not (message.kind == Kind.CONTROL and message.header.command == "barrier_ok"):
+                self.cerebellum.reject(f"unexpected {message.kind.name} from the cerebellum")
             return None
         try:
-            tensor = expect_shape(message, (None, self.spec.state_size))
+            return expect_shape(message, (None, self.spec.state_size))
         except ProtocolError as exc:
             self.cerebellum.reject(str(exc), sender)
             return None
-        return tensor
 
     def predict(self, efference: Efference) -> torch.Tensor | None:
+        if not self.cerebellum_alive:
+            return None
         header = step_header(
             EfferenceHeader,
             self.run_id,
@@ -66,10 +97,11 @@ class ZmqLink:
         )
         if not self.cerebellum.send(header, [efference.state]):
             return None
+        self.asked.add(efference.ids)
         timing = self.spec.timing
         if timing == "stale":
             while (received := self.cerebellum.receive(0.0)) is not None:
-                tensor = self._prediction(received, efference)
+                tensor = self._prediction(*received)
                 if tensor is not None:
                     self.freshest = tensor
             fresh = self.freshest
@@ -78,12 +110,13 @@ class ZmqLink:
             return None
         timeout = self.spec.lockstep_timeout if timing == "lockstep" else self.spec.wait_timeout
         deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            received = self.cerebellum.receive(min(remaining, 0.5))
+        while (remaining := deadline - time.monotonic()) > 0 and self.cerebellum_alive:
+            received = self.cerebellum.receive(min(remaining, 0.05))
             if received is None:
                 self.shell.check_parent()
+                self.shell.drain_control()  # a lesion notice ends the wait at once
                 continue
-            tensor = self._prediction(received, efference)
+            tensor = self._prediction(*received)
             if tensor is None:
                 continue
             if received[1].header.ids != efference.ids:
@@ -93,14 +126,37 @@ class ZmqLink:
                 self.cerebellum.reject(f"prediction shape {tuple(tensor.shape)} != state shape")
                 continue
             return tensor.to(efference.state.device)
-        if timing == "lockstep":
+        if timing == "lockstep" and self.cerebellum_alive:
             raise LockstepTimeout(f"the cerebellum did not answer within {timeout:g} s")
         return None
 
-    def send_target(self, target: BootstrappedTarget) -> None:
+    def send_target(self, target: BootstrappedTarget) -> bool:
+        if target.ids not in self.asked or "olive" in self.lesioned or not self.cerebellum_alive:
+            return False
+        self.asked.discard(target.ids)
         header = step_header(TargetHeader, self.run_id, self.interface, target.ids)
-        if self.olive.send(header, [target.feedback]):
-            self.targets_sent += 1
+        if not self.olive.send(header, [target.feedback]):
+            return False
+        self.targets_sent += 1
+        return True
+
+    def barrier(self) -> None:
+        """Lockstep only: wait until the cerebellum has applied every error caused so far."""
+        if not self.cerebellum_alive or "olive" in self.lesioned:
+            return
+        args = {"interface": self.interface, "errors_expected": self.targets_sent}
+        self.cerebellum.send(ControlHeader(command="barrier", region=self.interface, args=args))
+        deadline = time.monotonic() + self.spec.lockstep_timeout
+        while time.monotonic() < deadline and self.cerebellum_alive:
+            received = self.cerebellum.receive(0.05)
+            if received is None:
+                self.shell.drain_control()
+                continue
+            message = received[1]
+            if message.kind == Kind.CONTROL and message.header.command == "barrier_ok":
+                return
+        if self.cerebellum_alive:
+            raise LockstepTimeout("the cerebellum did not pass the barrier in time")
 
 
 class AreaShell(RegionShell):
@@ -108,9 +164,13 @@ class AreaShell(RegionShell):
 
     def serve(self) -> None:
         self.core = AreaCore(self.spec, build_task(self.spec), self.name)
-        self.link = ZmqLink(self) if self.spec.uses_cerebellum else None
+        if self.options.get("resume"):
+            self.restore()
+        lesioned = set(self.options.get("lesioned", ()))
+        self.link = ZmqLink(self, lesioned) if self.spec.uses_cerebellum else None
         self.state = "ready"
-        self.report("ready")
+        self.epoch = self.core.epoch
+        self.report("ready", epoch=self.core.epoch)
         self.heartbeat(force=True)
         self.started = False
         while not self.started:
@@ -119,30 +179,62 @@ class AreaShell(RegionShell):
         self.state = "training"
         while self.core.epoch < self.spec.epochs:
             self.epoch = self.core.epoch
+            self.scheduled_lesions()
             metrics = self.core.run_epoch(self.link, on_truncation=self.tick)
             if self.link is not None:
                 metrics["late_predictions"] = self.link.late
+                metrics["cerebellum_alive"] = self.link.cerebellum_alive
+            self.checkpoint()
             self.metric(metrics)
-            self.log.info("epoch", **{k: v for k, v in metrics.items() if not isinstance(v, dict)})
+            self.log.info("epoch", **metrics)
         self.epoch = self.core.epoch
         self.state = "done"
-        self.save()
+        save_results(self.core, self.run)
         self.report("done", epochs=self.core.epoch)
         while True:  # wait to be told to stop, still heartbeating
             self.tick()
             self.drain_control(0.1)
 
+    def scheduled_lesions(self) -> None:
+        """Ask the orchestrator to kill the regions scheduled for this epoch; wait for it."""
+        if self.link is None:
+            return
+        for region, epoch in self.spec.ablation_schedule:
+            if epoch != self.core.epoch or region in self.link.lesioned:
+                continue
+            if self.spec.timing == "lockstep":
+                self.link.barrier()
+            self.report("request_ablation", target=region, epoch=epoch)
+            deadline = time.monotonic() + self.spec.lockstep_timeout
+            while region not in self.link.lesioned:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"scheduled lesion of {region} was not carried out")
+                self.tick()
+                self.drain_control(0.05)
+
     def on_control(self, message) -> None:
-        if message.header.command == "start":
+        command = message.header.command
+        region = message.header.args.get("target")
+        if command == "start":
             self.started = True
+        elif command == "lesion" and self.link is not None and isinstance(region, str):
+            self.link.lesion(region)
+            self.log.info("lesion_noticed", target=region, epoch=self.core.epoch)
+        elif command == "revived" and self.link is not None and isinstance(region, str):
+            self.link.revive(region)
+            self.log.info("revival_noticed", target=region, epoch=self.core.epoch)
         else:
             super().on_control(message)
 
-    def save(self) -> None:
-        torch.save(self.core.state_dict(), self.run.checkpoint_path(self.name))
-        save_results(self.core, self.run)
-        self.saved = True
+    def checkpoint(self) -> None:
+        """Atomically save everything needed to continue after this epoch."""
+        path = self.run.checkpoint_path(self.name)
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.core.state_dict(), tmp)
+        os.replace(tmp, path)
 
-    def finish(self) -> None:
-        if hasattr(self, "core") and not getattr(self, "saved", False):
-            torch.save(self.core.state_dict(), self.run.checkpoint_path(self.name))
+    def restore(self) -> None:
+        path = self.run.checkpoint_path(self.name)
+        if path.exists():
+            self.core.load_state_dict(torch.load(path, weights_only=False))
+            self.log.info("restored", epoch=self.core.epoch)

@@ -2,18 +2,30 @@
 
 One ROUTER socket serves everything: efference copies arrive from areas (answered with a
 PREDICTION to the area and a copy to the olive), climbing-fibre errors and hello heartbeats
-arrive from the olive. Under ``lockstep`` an efference is answered only once every error the
-area has caused so far has been applied, so the run is deterministic.
+arrive from the olive. Under ``lockstep`` an efference (or a ``barrier`` request) is answered
+only once every error the area has caused so far has been applied, so the run is
+deterministic. With the olive lesioned no error comes any more: the cerebellum keeps answering
+with frozen weights.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import zmq
 
 from cerebellum.synthesiser import CerebellumCore
 from orchestrator.region import POLL_INTERVAL, RegionShell
-from wire.protocol import Kind, Message, PredictionHeader, ProtocolError, expect_shape, step_header
+from wire.protocol import (
+    ControlHeader,
+    Kind,
+    Message,
+    PredictionHeader,
+    ProtocolError,
+    expect_shape,
+    step_header,
+)
 
 OLIVE = "olive"
 
@@ -23,10 +35,16 @@ class CerebellumShell(RegionShell):
 
     def serve(self) -> None:
         self.core = CerebellumCore(self.spec, list(self.spec.interfaces))
+        if self.options.get("resume") or self.options.get("from_checkpoint"):
+            self.restore()
         self.router = self.bind(zmq.ROUTER, self.endpoints["cerebellum"])
         self.olive_known = False
-        self.deferred: list[tuple[str, Message, torch.Tensor]] = []
+        self.olive_lesioned = "olive" in self.options.get("lesioned", ())
+        self.deferred: list[tuple[str | None, Message, torch.Tensor | None]] = []
         self.predictions = 0
+        self.epoch = -1
+        if self.olive_lesioned:
+            self.announce_ready()
         poller = zmq.Poller()
         poller.register(self.control.sock, zmq.POLLIN)
         poller.register(self.router.sock, zmq.POLLIN)
@@ -42,13 +60,28 @@ class CerebellumShell(RegionShell):
                         break
             self.tick()
 
+    def announce_ready(self) -> None:
+        if self.state not in ("ready", "serving"):
+            self.state = "ready"
+            self.report("ready")
+
     def handle(self, sender: str | None, message: Message) -> None:
         kind = message.kind
         if kind == Kind.HEARTBEAT and sender == OLIVE:
             if not self.olive_known:
                 self.olive_known = True
-                self.state = "ready"
-                self.report("ready")
+                self.olive_lesioned = False
+                self.announce_ready()
+            return
+        if kind == Kind.CONTROL and message.header.command == "barrier":
+            args = message.header.args
+            if args.get("interface") not in self.core.synthesisers or not isinstance(
+                args.get("errors_expected"), int
+            ):
+                self.router.reject("malformed barrier request", sender)
+                return
+            self.deferred.append((sender, message, None))
+            self.answer_deferred()
             return
         header = message.header
         if kind not in (Kind.EFFERENCE, Kind.CLIMBING):
@@ -63,8 +96,9 @@ class CerebellumShell(RegionShell):
             self.router.reject(str(exc), sender)
             return
         if kind == Kind.EFFERENCE:
+            if header.epoch > self.epoch:
+                self.end_epoch(header.epoch)
             self.state = "serving"
-            self.epoch = header.epoch
             self.deferred.append((sender, message, tensor))
         elif sender != OLIVE:
             self.router.reject("climbing-fibre error from a region that is not the olive", sender)
@@ -73,14 +107,30 @@ class CerebellumShell(RegionShell):
             self.core.learn(header.interface, header.ids, tensor)
         self.answer_deferred()
 
+    def waiting(self, interface: str, errors_expected: int) -> bool:
+        """Lockstep: errors this area caused are still on their way."""
+        return (
+            self.spec.timing == "lockstep"
+            and not self.olive_lesioned
+            and self.core.errors_applied[interface] < errors_expected
+        )
+
     def answer_deferred(self) -> None:
-        """Answer every efference whose lockstep condition holds (all, outside lockstep)."""
-        waiting = []
+        """Answer every request whose lockstep condition holds (all, outside lockstep)."""
+        still = []
         for sender, message, state in self.deferred:
             header = message.header
-            applied = self.core.errors_applied[header.interface]
-            if self.spec.timing == "lockstep" and applied < header.errors_expected:
-                waiting.append((sender, message, state))
+            if state is None:  # a barrier
+                args = header.args
+                if self.waiting(args["interface"], args["errors_expected"]):
+                    still.append((sender, message, state))
+                else:
+                    self.router.send(
+                        ControlHeader(command="barrier_ok", region=self.name), to=sender
+                    )
+                continue
+            if self.waiting(header.interface, header.errors_expected):
+                still.append((sender, message, state))
                 continue
             prediction = self.core.predict(header.interface, header.ids, state)
             reply = step_header(PredictionHeader, header.run, header.interface, header.ids)
@@ -88,14 +138,59 @@ class CerebellumShell(RegionShell):
             if self.olive_known:
                 self.router.send(reply, [prediction], to=OLIVE)
             self.predictions += 1
-        self.deferred = waiting
+        self.deferred = still
+
+    def on_control(self, message: Message) -> None:
+        command = message.header.command
+        region = message.header.args.get("target")
+        if command == "lesion" and region == "olive":
+            self.olive_known = False
+            self.olive_lesioned = True
+            self.log.info("olive_lesion_noticed", epoch=self.epoch)
+            self.answer_deferred()
+        elif command == "lesion" and region == "cerebellum":
+            pass
+        elif command == "revived" and region == "olive":
+            self.olive_lesioned = False
+        elif command in ("lesion", "revived"):
+            pass
+        else:
+            super().on_control(message)
+
+    def end_epoch(self, new_epoch: int) -> None:
+        """A new epoch began: report and checkpoint the one that ended."""
+        if self.epoch >= 0:
+            self.metric(
+                {
+                    "epoch": self.epoch,
+                    "predictions": self.predictions,
+                    "errors_applied": sum(self.core.errors_applied.values()),
+                    "weight_fingerprint": self.core.fingerprint(),
+                    "olive_lesioned": self.olive_lesioned,
+                }
+            )
+            self.checkpoint()
+        self.epoch = new_epoch
+
+    def checkpoint(self) -> None:
+        path = self.run.checkpoint_path(self.name)
+        tmp = path.with_suffix(".tmp")
+        torch.save({**self.core.state_dict(), "epoch": self.epoch}, tmp)
+        os.replace(tmp, path)
+
+    def restore(self) -> None:
+        path = self.run.checkpoint_path(self.name)
+        if path.exists():
+            state = torch.load(path, weights_only=False)
+            self.core.load_state_dict(state)
+            self.log.info("restored", epoch=state.get("epoch"))
 
     def finish(self) -> None:
         if hasattr(self, "core"):
-            torch.save(self.core.state_dict(), self.run.checkpoint_path(self.name))
+            self.end_epoch(self.epoch + 1)
             self.metric(
                 {
-                    "predictions": self.predictions,
+                    "predictions_total": self.predictions,
                     "errors_applied": sum(self.core.errors_applied.values()),
                     "dropped_errors": self.core.dropped_errors,
                 }

@@ -141,16 +141,21 @@ class CerebellumCore:
         self.optimisers[interface].zero_grad(set_to_none=True)
         return True
 
+    @torch.no_grad()
+    def fingerprint(self) -> float:
+        """Σ|w| over every synthesiser parameter: changes whenever learning happens."""
+        return float(sum(p.abs().sum() for s in self.synthesisers.values() for p in s.parameters()))
+
     def state_dict(self) -> dict:
         return {
             "synthesisers": {k: v.state_dict() for k, v in self.synthesisers.items()},
             "optimisers": {k: v.state_dict() for k, v in self.optimisers.items()},
-            "errors_applied": dict(self.errors_applied),
+            "torch_rng": torch.get_rng_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Weights and optimisers; the error accounting restarts (a new process)."""
         for key, value in state["synthesisers"].items():
             self.synthesisers[key].load_state_dict(value)
         for key, value in state["optimisers"].items():
             self.optimisers[key].load_state_dict(value)
-        self.errors_applied.update(state["errors_applied"])

@@ -7,8 +7,10 @@ the cerebellum with heartbeats, and reports the mean cerebellar loss of each epo
 
 from __future__ import annotations
 
+import os
 import time
 
+import torch
 import zmq
 
 from olive.comparator import InferiorOlive
@@ -33,6 +35,10 @@ class OliveShell(RegionShell):
         self.targets = self.bind(zmq.ROUTER, self.endpoints["olive"])
         self.cerebellum = self.connect(zmq.DEALER, self.endpoints["cerebellum"], identity="olive")
         self.reported_through = -1  # epochs up to this one have been reported
+        if self.options.get("resume") and self.run.checkpoint_path(self.name).exists():
+            saved = torch.load(self.run.checkpoint_path(self.name), weights_only=False)
+            self.reported_through = int(saved["reported_through"])
+            self.epoch = self.reported_through + 1
         self.errors_sent = 0
         poller = zmq.Poller()
         for endpoint in (self.control, self.targets, self.cerebellum):
@@ -95,8 +101,37 @@ class OliveShell(RegionShell):
             summary = self.core.epoch_summary(epoch)
             if summary is not None:
                 self.metric(summary)
-        self.reported_through = max(self.reported_through, before - 1)
+        if before - 1 > self.reported_through:
+            self.reported_through = before - 1
+            self.checkpoint()
         self.core.forget_before(before - 1)
+
+    def checkpoint(self) -> None:
+        """The olive learns nothing; its checkpoint is its bookkeeping."""
+        path = self.run.checkpoint_path(self.name)
+        tmp = path.with_suffix(".tmp")
+        state = {
+            "epoch": self.epoch,
+            "reported_through": self.reported_through,
+            "errors_sent": self.errors_sent,
+            "expired": self.core.expired,
+        }
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def on_control(self, message: Message) -> None:
+        command = message.header.command
+        if command == "lesion" and message.header.args.get("target") == "cerebellum":
+            # predictions that can no longer be paired (and targets for them) are dropped
+            dropped = len(self.core.predictions) + len(self.core.targets)
+            self.core.predictions.clear()
+            self.core.targets.clear()
+            self.core.expired += dropped
+            self.log.info("cerebellum_lesion_noticed", dropped=dropped)
+        elif command in ("lesion", "revived"):
+            pass
+        else:
+            super().on_control(message)
 
     def finish(self) -> None:
         if hasattr(self, "core"):

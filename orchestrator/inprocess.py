@@ -23,24 +23,45 @@ INTERFACE = "area0"
 
 
 class DirectLink:
-    """The area's link to the cerebellum and olive as plain function calls."""
+    """The area's link to the cerebellum and olive as plain function calls.
+
+    A lesion sets ``cerebellum`` or ``olive`` to None: without a cerebellum there is no
+    prediction (plain truncated BPTT); without an olive the cerebellum keeps predicting with
+    frozen weights.
+    """
 
     def __init__(self, cerebellum: CerebellumCore, olive: InferiorOlive, interface: str):
-        self.cerebellum = cerebellum
-        self.olive = olive
+        self.cerebellum: CerebellumCore | None = cerebellum
+        self.olive: InferiorOlive | None = olive
         self.interface = interface
+        self.asked: set = set()
 
     def _teach(self, fibre: ClimbingFibre | None) -> None:
-        if fibre is not None:
+        if fibre is not None and self.cerebellum is not None:
             self.cerebellum.learn(fibre.interface, fibre.ids, fibre.error)
 
-    def predict(self, efference: Efference) -> torch.Tensor:
+    def predict(self, efference: Efference) -> torch.Tensor | None:
+        if self.cerebellum is None:
+            return None
         prediction = self.cerebellum.predict(self.interface, efference.ids, efference.state)
-        self._teach(self.olive.receive_prediction(self.interface, efference.ids, prediction))
+        self.asked.add(efference.ids)
+        if self.olive is not None:
+            self._teach(self.olive.receive_prediction(self.interface, efference.ids, prediction))
         return prediction
 
-    def send_target(self, target: BootstrappedTarget) -> None:
+    def send_target(self, target: BootstrappedTarget) -> bool:
+        if target.ids not in self.asked or self.olive is None or self.cerebellum is None:
+            return False
+        self.asked.discard(target.ids)
         self._teach(self.olive.receive_target(self.interface, target.ids, target.feedback))
+        return True
+
+    def lesion(self, region: str) -> None:
+        """Remove a region, as killing its process does."""
+        if region == "cerebellum":
+            self.cerebellum = None
+        elif region == "olive":
+            self.olive = None
 
 
 def run_inprocess(
@@ -59,6 +80,10 @@ def run_inprocess(
     run.append_event("start", region="inprocess", pid=None)
     last: dict[str, Any] = {}
     for _ in range(spec.epochs):
+        for region, epoch in spec.ablation_schedule:
+            if epoch == area.epoch and link is not None:
+                link.lesion(region)
+                run.append_event("ablate", region=region, epoch=epoch, cause="scheduled")
         started = time.perf_counter()
         metrics = area.run_epoch(link)
         record = {"region": INTERFACE, **metrics, "epoch_seconds": time.perf_counter() - started}

@@ -1,17 +1,23 @@
-"""The orchestrator proper: launch the regions, supervise them, shut them down in stages.
+"""The orchestrator proper: launch the regions, supervise them, lesion, revive, shut down.
 
 Children are started with the ``spawn`` method. Death is detected in layers: process
 sentinels (immediate), application heartbeats (``heartbeat_timeout``), and ZMTP heartbeats on
-every link. Shutdown is staged — ``stop`` message → ``stop_deadline`` → SIGTERM → 2 s →
-SIGKILL — and every stage is written to ``events.jsonl`` so tests can check it. No process and
-no socket file outlives the run.
+every link. A dead cerebellum or olive is a lesion, never a failure: the other regions get a
+``lesion`` notice and carry on (DESIGN §3). A dead area stops the run, keeping every metric.
+
+Live operations arrive on the same control socket from ``launch.py ablate|revive|status|stop``
+(DEALER identities ``client-*``) and are always answered. Shutdown is staged — ``stop``
+message → ``stop_deadline`` → SIGTERM → 2 s → SIGKILL — and every stage is written to
+``events.jsonl`` so tests can check it. No process and no socket file outlives the run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -56,13 +62,16 @@ class Region:
     rejected: int = 0
     last_metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    lesioned: bool = False
+    kill_time: float | None = None  # wall-clock time of a deliberate kill
+    generation: int = 0  # how many times the region was restarted
 
 
 def socket_directory(run: RunDirectory) -> Path:
     """Owner-only folder for the ipc:// endpoints (in the run directory if the path is short)."""
     candidate = (run.path / "sock").resolve()
-    if len(str(candidate)) + len("/cerebellum.sock") + 6 <= IPC_PATH_LIMIT:
-        candidate.mkdir(mode=0o700)
+    if len(str(candidate)) + len("/orchestrator.sock") + 6 <= IPC_PATH_LIMIT:
+        candidate.mkdir(mode=0o700, exist_ok=True)
         return candidate
     return Path(tempfile.mkdtemp(prefix="ccdni-"))
 
@@ -70,16 +79,27 @@ def socket_directory(run: RunDirectory) -> Path:
 class Supervisor:
     """Runs one multi-process run from launch to staged shutdown."""
 
-    def __init__(self, spec: RunSpec, run: RunDirectory, log: Any, progress: Progress):
+    def __init__(
+        self,
+        spec: RunSpec,
+        run: RunDirectory,
+        log: Any,
+        progress: Progress,
+        resume_epoch: int | None = None,
+    ):
         self.spec = spec
         self.run = run
         self.log = log
         self.progress = progress
+        self.resume_epoch = resume_epoch  # set when continuing from checkpoints
         self.regions: dict[str, Region] = {}
         self.context = zmq.Context()
         self.sock_dir: Path | None = None
         self.control: Endpoint | None = None
         self.counters = Counters()
+        self.spawn_context = multiprocessing.get_context("spawn")
+        self.stopping = False
+        self.stop_requested = False
 
     # -- launch ---------------------------------------------------------------------------------
     def endpoints(self) -> dict[str, str]:
@@ -89,53 +109,97 @@ class Supervisor:
 
     def launch(self) -> None:
         self.sock_dir = socket_directory(self.run)
-        endpoints = self.endpoints()
         sock = make_socket(self.context, zmq.ROUTER)
-        sock.bind(endpoints["orchestrator"])
+        sock.bind(self.endpoints()["orchestrator"])
         self.control = Endpoint(sock, self.log, self.counters, routed=True)
         roles = [(name, "area") for name in self.spec.interfaces]
         if self.spec.uses_cerebellum:
             roles += [("cerebellum", "cerebellum"), ("olive", "olive")]
-        context = multiprocessing.get_context("spawn")
+        lesioned: list[str] = []
+        if self.resume_epoch is not None:  # lesions scheduled before the resume point stay
+            lesioned = [r for r, e in self.spec.ablation_schedule if e < self.resume_epoch]
+        options = {"resume": self.resume_epoch is not None, "lesioned": lesioned}
+        for name, role in roles:
+            if name in lesioned:
+                self.regions[name] = Region(
+                    name, role, None, alive=False, ready=True, lesioned=True, state="lesioned"
+                )
+                self.run.append_event("lesioned_on_resume", region=name)
+            else:
+                self.spawn(name, role, options)
+        self.write_regions()
+
+    def spawn(self, name: str, role: str, options: dict[str, Any]) -> Region:
+        """Start (or restart) one region process with the ``spawn`` method."""
         threads = str(self.spec.threads)
         saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
         os.environ.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         try:
-            for name, role in roles:
-                process = context.Process(
-                    target=region_main,
-                    args=(
-                        role,
-                        name,
-                        self.spec.to_dict(),
-                        str(self.run.path),
-                        endpoints,
-                        os.getpid(),
-                    ),
-                    name=f"ccdni-{name}",
-                )
-                process.start()
-                self.regions[name] = Region(name, role, process, pid=process.pid)
-                self.run.append_event("spawn", region=name, role=role, pid=process.pid)
+            process = self.spawn_context.Process(
+                target=region_main,
+                args=(
+                    role,
+                    name,
+                    self.spec.to_dict(),
+                    str(self.run.path),
+                    self.endpoints(),
+                    os.getpid(),
+                    options,
+                ),
+                name=f"ccdni-{name}",
+            )
+            process.start()
         finally:
             for key, value in saved.items():
                 if value is None:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
-        self.write_regions()
+        previous = self.regions.get(name)
+        region = Region(
+            name,
+            role,
+            process,
+            pid=process.pid,
+            generation=previous.generation + 1 if previous else 0,
+        )
+        self.regions[name] = region
+        self.run.append_event(
+            "spawn", region=name, role=role, pid=process.pid, generation=region.generation
+        )
+        return region
+
+    def region_table(self) -> dict[str, dict[str, Any]]:
+        now = time.monotonic()
+        return {
+            r.name: {
+                "role": r.role,
+                "pid": r.pid,
+                "alive": r.alive,
+                "lesioned": r.lesioned,
+                "state": r.state,
+                "epoch": r.epoch,
+                "last_heartbeat_s": round(now - r.last_heartbeat, 3) if r.alive else None,
+                "generation": r.generation,
+            }
+            for r in self.regions.values()
+        }
 
     def write_regions(self) -> None:
         self.run.write_json(
             self.run.regions_path,
             {
-                "orchestrator": {"pid": os.getpid(), "sockets": str(self.sock_dir)},
-                "regions": {
-                    r.name: {"role": r.role, "pid": r.pid, "alive": r.alive, "state": r.state}
-                    for r in self.regions.values()
+                "orchestrator": {
+                    "pid": os.getpid(),
+                    "alive": self.control is not None,
+                    "control": self.endpoints()["orchestrator"] if self.sock_dir else None,
                 },
+                "regions": self.region_table(),
             },
         )
+
+    def areas(self) -> list[Region]:
+        return [r for r in self.regions.values() if r.role == "area"]
 
     # -- the supervision loop ---------------------------------------------------------------------
     def poll(self, timeout: float) -> None:
@@ -143,7 +207,7 @@ class Supervisor:
         assert self.control is not None
         poller = zmq.Poller()
         poller.register(self.control.sock, zmq.POLLIN)
-        sentinels = {r.process.sentinel: r for r in self.regions.values() if r.alive}
+        sentinels = {r.process.sentinel: r for r in self.regions.values() if r.alive and r.process}
         for fd in sentinels:
             poller.register(fd, zmq.POLLIN)
         events = dict(poller.poll(int(timeout * 1000)))
@@ -160,7 +224,12 @@ class Supervisor:
         now = time.monotonic()
         for region in self.regions.values():
             silent = now - region.last_heartbeat
-            if region.alive and not region.unresponsive and silent > self.spec.heartbeat_timeout:
+            if (
+                region.alive
+                and region.ready  # before that, startup_timeout governs
+                and not region.unresponsive
+                and silent > self.spec.heartbeat_timeout
+            ):
                 region.unresponsive = True
                 self.run.append_event(
                     "unresponsive", region=region.name, silent_seconds=round(silent, 3)
@@ -169,8 +238,12 @@ class Supervisor:
         self.progress.update(self.regions)
 
     def handle(self, sender: str | None, message: Any) -> None:
+        assert self.control is not None
+        if sender and sender.startswith("client-"):
+            self.on_client(sender, message)
+            return
         region = self.regions.get(sender or "")
-        if region is None:
+        if region is None or not region.alive:
             self.control.reject(f"message from unknown region {sender!r}", sender)
             return
         region.last_heartbeat = time.monotonic()
@@ -181,8 +254,7 @@ class Supervisor:
             region.sent, region.received = header.sent, header.received
             region.rejected = header.rejected
         elif message.kind == Kind.METRIC:
-            record = {"region": region.name, **header.values}
-            self.run.append_metric(record)
+            self.run.append_metric({"region": region.name, **header.values})
             region.last_metrics.update(header.values)
             if "epoch" in header.values and region.role == "area":
                 region.epoch = int(header.values["epoch"]) + 1
@@ -194,7 +266,9 @@ class Supervisor:
     def on_report(self, region: Region, command: str, args: dict[str, Any]) -> None:
         if command == "ready":
             region.ready = True
-            self.run.append_event("ready", region=region.name)
+            self.run.append_event("ready", region=region.name, generation=region.generation)
+            if region.generation > 0:
+                self.notify_all("revived", region.name)
         elif command == "done":
             region.done = True
             self.run.append_event("done", region=region.name, **args)
@@ -203,38 +277,116 @@ class Supervisor:
             self.run.append_event("region_failed", region=region.name, error=region.error)
         elif command == "exiting":
             region.state = "exiting"
+        elif command == "request_ablation":
+            target = str(args.get("target", ""))
+            self.run.append_event(
+                "ablation_requested", region=target, by=region.name, epoch=args.get("epoch")
+            )
+            if self.ablate(target, cause="scheduled") is not None:
+                known = self.regions.get(target)
+                if known is not None and known.lesioned and not known.alive:
+                    self.send(region, "lesion", target=target)  # already gone: say so again
         else:
             self.log.warning("unknown_report", region=region.name, command=command)
 
     def on_exit(self, region: Region, detected_by: str) -> None:
         region.process.join(timeout=1.0)
+        detected = time.time()
         region.alive = False
         region.exitcode = region.process.exitcode
         region.state = "exited"
-        self.run.append_event(
-            "exit",
-            region=region.name,
-            pid=region.pid,
-            exitcode=region.exitcode,
-            detected_by=detected_by,
-            expected=region.done or self.stopping,
-        )
-        self.write_regions()
+        record: dict[str, Any] = {
+            "region": region.name,
+            "pid": region.pid,
+            "exitcode": region.exitcode,
+            "detected_by": detected_by,
+            "expected": region.done or self.stopping,
+        }
+        if region.kill_time is not None:
+            record["detection_latency_s"] = round(detected - region.kill_time, 4)
+        self.run.append_event("exit", **record)
         if self.stopping:
+            self.write_regions()
             return
         if region.role == "area" and not region.done:
+            self.write_regions()
             cause = region.error or f"exit code {region.exitcode}"
             raise RunFailed(f"area {region.name} died before finishing: {cause}")
-        if region.role != "area" and self.spec.timing == "lockstep":
-            cause = region.error or f"exit code {region.exitcode}"
-            raise RunFailed(f"{region.name} died under lockstep timing: {cause}")
-        self.log.warning("region_lost", region=region.name, exitcode=region.exitcode)
+        if region.role != "area":
+            if not region.lesioned:  # killed by hand or crashed: a lesion all the same
+                region.lesioned = True
+                self.log.warning("region_lost", region=region.name, exitcode=region.exitcode)
+            region.state = "lesioned"
+            self.run.append_event("lesion", region=region.name, detected_by=detected_by)
+            self.notify_all("lesion", region.name)
+        self.write_regions()
 
     def send(self, region: Region, command: str, **args: Any) -> None:
         assert self.control is not None
+        header = ControlHeader(command=command, region=region.name, args=args)
+        self.control.send(header, to=region.name)
+
+    def notify_all(self, command: str, target: str) -> None:
+        for other in self.regions.values():
+            if other.alive and other.name != target:
+                self.send(other, command, target=target)
+
+    # -- live operations: ablate, revive, status, stop --------------------------------------------
+    def on_client(self, sender: str, message: Any) -> None:
+        """A command from ``launch.py ablate|revive|status|stop``; always answered."""
+        assert self.control is not None
+        if message.kind != Kind.CONTROL:
+            self.control.reject(f"client sent {message.kind.name}", sender)
+            return
+        header = message.header
+        region = str(header.args.get("region", ""))
+        error: str | None = None
+        if header.command == "ablate":
+            error = self.ablate(region, cause="command")
+        elif header.command == "revive":
+            error = self.revive(region, bool(header.args.get("from_checkpoint", False)))
+        elif header.command == "stop":
+            self.stop_requested = True
+            self.run.append_event("stop_requested", by="command")
+        elif header.command != "status":
+            error = f"unknown command {header.command!r}"
+        reply = {
+            "ok": error is None,
+            "error": error,
+            "run": self.run.path.name,
+            "regions": self.region_table(),
+        }
         self.control.send(
-            ControlHeader(command=command, region=region.name, args=args), to=region.name
+            ControlHeader(command="reply", region="orchestrator", args=reply), to=sender
         )
+
+    def ablate(self, name: str, cause: str) -> str | None:
+        """Kill a region's process (a live lesion); None on success, else the reason."""
+        region = self.regions.get(name)
+        if region is None or region.role == "area":
+            return f"no lesionable region {name!r} (choose cerebellum or olive)"
+        if not region.alive:
+            return f"{name} is not running"
+        region.lesioned = True
+        region.kill_time = time.time()
+        epoch = min((r.epoch for r in self.areas()), default=None)
+        self.run.append_event("ablate", region=name, pid=region.pid, cause=cause, epoch=epoch)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(region.pid, signal.SIGKILL)
+        return None
+
+    def revive(self, name: str, from_checkpoint: bool) -> str | None:
+        """Start a lesioned region again (fresh, or from its last checkpoint)."""
+        region = self.regions.get(name)
+        if region is None or region.role == "area":
+            return f"no revivable region {name!r} (choose cerebellum or olive)"
+        if region.alive:
+            return f"{name} is running"
+        lesioned = [r.name for r in self.regions.values() if r.lesioned and r.name != name]
+        self.spawn(name, region.role, {"from_checkpoint": from_checkpoint, "lesioned": lesioned})
+        self.run.append_event("revive", region=name, from_checkpoint=from_checkpoint)
+        self.write_regions()
+        return None
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.spec.startup_timeout
@@ -246,25 +398,27 @@ class Supervisor:
         self.run.append_event("all_ready")
 
     def supervise(self) -> None:
-        areas = [r for r in self.regions.values() if r.role == "area"]
+        areas = self.areas()
         for region in areas:
             self.send(region, "start")
-        self.run.append_event("start")
-        while not all(r.done for r in areas):
+        self.run.append_event("start", epoch=self.resume_epoch or 0)
+        last_written = time.monotonic()
+        while not all(r.done for r in areas) and not self.stop_requested:
             self.poll(0.1)
-            for region in self.regions.values():
-                if region.error and region.role == "area":
+            for region in areas:
+                if region.error:
                     raise RunFailed(f"area {region.name} failed: {region.error}")
+            if time.monotonic() - last_written > 1.0:
+                self.write_regions()
+                last_written = time.monotonic()
 
     # -- shutdown -------------------------------------------------------------------------------
-    stopping = False
-
     def shutdown(self) -> list[str]:
         """Stop every live child in stages; returns the stages that were needed."""
         self.stopping = True
         stages = []
         live = [r for r in self.regions.values() if r.alive]
-        if live:
+        if live and self.control is not None:
             stages.append("stop")
             for region in live:
                 self.send(region, "stop")
@@ -272,22 +426,25 @@ class Supervisor:
             deadline = time.monotonic() + self.spec.stop_deadline
             while any(r.alive for r in live) and time.monotonic() < deadline:
                 self.poll(0.05)
-        for stage, action, grace in (
-            ("terminate", "terminate", TERMINATE_GRACE),
-            ("kill", "kill", TERMINATE_GRACE),
-        ):
+        for stage, grace in (("terminate", TERMINATE_GRACE), ("kill", TERMINATE_GRACE)):
             remaining = [r for r in self.regions.values() if r.alive]
             if not remaining:
                 break
             stages.append(stage)
             self.run.append_event("shutdown", stage=stage, regions=[r.name for r in remaining])
             for region in remaining:
-                getattr(region.process, action)()
+                getattr(region.process, stage)()
             deadline = time.monotonic() + grace
             while any(r.alive for r in remaining) and time.monotonic() < deadline:
-                self.poll(0.05)
+                if self.control is not None:
+                    self.poll(0.05)
+                else:
+                    time.sleep(0.05)
+                    for r in remaining:
+                        if r.alive and not r.process.is_alive():
+                            self.on_exit(r, detected_by="join")
         for region in self.regions.values():
-            if region.alive:  # the sentinel must have fired by now; make sure
+            if region.alive and region.process:  # the sentinel must have fired by now
                 region.process.join(timeout=1.0)
                 self.on_exit(region, detected_by="join")
         self.close()
@@ -295,7 +452,7 @@ class Supervisor:
 
     def close(self) -> None:
         if self.control is not None:
-            # drain what arrived during shutdown (final metrics), without blocking
+            # what arrived during shutdown (final metrics), without blocking
             while self.control.sock.poll(0, zmq.POLLIN):
                 received = self.control.receive_ready()
                 if received is not None:
@@ -315,6 +472,8 @@ class Supervisor:
             self.launch()
             self.wait_ready()
             self.supervise()
+            if self.stop_requested:
+                status, reason = "stopped", "stopped by command"
         except KeyboardInterrupt:
             status, reason = "interrupted", "interrupted by the user"
         except RunFailed as exc:

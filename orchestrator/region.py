@@ -8,6 +8,7 @@ orchestrator disappears (its parent pid changes). Its maths lives in a socket-fr
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
@@ -52,6 +53,7 @@ class RegionShell:
         run_path: str,
         endpoints: dict[str, str],
         parent_pid: int,
+        options: dict[str, Any] | None = None,
     ):
         import torch
 
@@ -61,12 +63,14 @@ class RegionShell:
         self.run = RunDirectory(run_path)
         self.endpoints = endpoints
         self.parent_pid = parent_pid
+        self.options = dict(options or {})  # resume, lesioned, from_checkpoint
         self.log = configure_logging(
             name, self.run.log_path(name), spec.log_level, run=self.run.path.name, pid=os.getpid()
         )
         self.counters = Counters()
         self.context = zmq.Context()
         self.sockets: list[zmq.Socket] = []
+        self.bound_files: list[str] = []  # ipc socket files this process must remove
         self.control = self.connect(zmq.DEALER, endpoints["orchestrator"], identity=name)
         self.state = "starting"
         self.epoch = 0
@@ -84,6 +88,8 @@ class RegionShell:
         sock = make_socket(self.context, kind)
         sock.bind(endpoint)
         self.sockets.append(sock)
+        if endpoint.startswith("ipc://"):
+            self.bound_files.append(endpoint.removeprefix("ipc://"))
         return Endpoint(sock, self.log, self.counters, routed=kind == zmq.ROUTER)
 
     # -- talking to the orchestrator --------------------------------------------------------
@@ -175,7 +181,21 @@ class RegionShell:
         for sock in self.sockets:
             sock.close(linger=0)
         self.context.term()
+        self.remove_socket_files(orphaned=code == 3)
         return code
+
+    def remove_socket_files(self, orphaned: bool) -> None:
+        """Remove the ipc files this region bound; if the orchestrator died without cleaning
+        up, also its socket file and (the last region out) the socket folder."""
+        paths = list(self.bound_files)
+        if orphaned:
+            paths.append(self.endpoints["orchestrator"].removeprefix("ipc://"))
+        for path in paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        if orphaned and paths:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(paths[-1]))
 
 
 def region_main(
@@ -185,10 +205,14 @@ def region_main(
     run_path: str,
     endpoints: dict[str, str],
     parent_pid: int,
+    options: dict[str, Any] | None = None,
 ) -> None:
     """Entry point of a spawned region process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's to handle
     module, _, cls = SHELLS[role].partition(":")
     shell_cls = getattr(importlib.import_module(module), cls)
-    shell = shell_cls(name, RunSpec(**spec_dict), run_path, endpoints, parent_pid)
-    sys.exit(shell.main())
+    shell = shell_cls(name, RunSpec(**spec_dict), run_path, endpoints, parent_pid, options)
+    code = shell.main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # everything is saved and closed: skip the slow interpreter teardown

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from orchestrator.figures import draw_run
@@ -21,9 +23,14 @@ class RunOutcome:
     summary: dict[str, Any]
 
 
-def execute_run(spec: RunSpec, console: bool = True) -> RunOutcome:
-    """Create the run directory, run, and write summary and figures."""
-    run = RunDirectory.create(spec)
+def execute_run(
+    spec: RunSpec,
+    console: bool = True,
+    run: RunDirectory | None = None,
+    resume_epoch: int | None = None,
+) -> RunOutcome:
+    """Create the run directory (or reuse it to resume), run, write summary and figures."""
+    run = run or RunDirectory.create(spec)
     log = configure_logging(
         "orchestrator",
         run.log_path("orchestrator"),
@@ -32,14 +39,17 @@ def execute_run(spec: RunSpec, console: bool = True) -> RunOutcome:
         run=run.path.name,
     )
     log.info(
-        "run_start", run_dir=str(run.path), mode="inprocess" if spec.inprocess else "processes"
+        "run_start",
+        run_dir=str(run.path),
+        mode="inprocess" if spec.inprocess else "processes",
+        resume_epoch=resume_epoch,
     )
     started = time.perf_counter()
     with Progress(spec, log, enabled=console) as progress:
         if spec.inprocess:
             outcome = _inprocess(spec, run, log)
         else:
-            outcome = Supervisor(spec, run, log, progress).execute()
+            outcome = Supervisor(spec, run, log, progress, resume_epoch).execute()
     wall = time.perf_counter() - started
     summary = summarise(run, spec, outcome, wall)
     if spec.figures and summary["epochs_completed"]:
@@ -105,3 +115,38 @@ def summarise(
         "shutdown_stages": outcome["shutdown_stages"],
         "pid": os.getpid(),
     }
+
+
+class ResumeError(RuntimeError):
+    """The run directory cannot be resumed; the text says why."""
+
+
+def resume_run(run_path: str | Path, console: bool = True) -> RunOutcome:
+    """Continue a run from its last complete checkpoint, in the same run directory."""
+    import torch
+
+    from orchestrator.client import ControlError, orchestrator_alive
+    from orchestrator.spec import SpecError, load_spec
+
+    run = RunDirectory(run_path)
+    try:
+        spec = load_spec(run.spec_path)
+        if orchestrator_alive(run.path):
+            raise ResumeError(f"the run in {run.path} is still running")
+    except (SpecError, ControlError) as exc:
+        raise ResumeError(str(exc)) from None
+    if spec.inprocess:
+        raise ResumeError("in-process runs keep no per-epoch checkpoints; run them again")
+    epochs = []
+    for area in spec.interfaces:
+        path = run.checkpoint_path(area)
+        epochs.append(int(torch.load(path, weights_only=False)["epoch"]) if path.exists() else 0)
+    epoch = min(epochs)
+    if epoch >= spec.epochs:
+        raise ResumeError(f"the run in {run.path} already completed its {spec.epochs} epochs")
+    kept = [r for r in run.metrics() if "epoch" in r and r["epoch"] < epoch]
+    tmp = run.metrics_path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    os.replace(tmp, run.metrics_path)
+    run.append_event("resume", epoch=epoch)
+    return execute_run(spec, console, run=run, resume_epoch=epoch)

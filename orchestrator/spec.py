@@ -26,6 +26,7 @@ TASKS = ("target-reaching", "seqmnist", "c-seqmnist", "dd-seqmnist", "ld-seqmnis
 MODELS = ("lstm", "cc-dni", "scc-dni")
 TIMINGS = ("lockstep", "wait", "stale")
 UPDATES = ("truncation", "sequence")
+LESIONABLE = ("cerebellum", "olive")
 
 
 class SpecError(ValueError):
@@ -87,6 +88,13 @@ class RunSpec:
     adam_beta2: float = _f(0.98, "Adam β2 (authors' code).")
     adam_eps: float = _f(1e-9, "Adam ε (authors' code).")
     grad_clip: float = _f(1.0, "Gradient-norm clip for every optimiser (0: off).")
+
+    # --- lesions ---------------------------------------------------------------------------
+    ablate: str = _f(
+        "",
+        "Scheduled lesions, comma-separated REGION@epoch=E (e.g. 'cerebellum@epoch=50'): the "
+        "region's process is killed when the areas reach epoch E.",
+    )
 
     # --- processes ------------------------------------------------------------------------
     inprocess: bool = _f(False, "Run every region in this process (the numerical reference).")
@@ -172,7 +180,37 @@ class RunSpec:
                 f"train_subset={self.train_subset} is smaller than batch_size={self.batch_size}"
             )
 
+        if self.ablate:
+            for _region, epoch in self.ablation_schedule:
+                if self.model == "lstm":
+                    raise SpecError("ablate: model lstm has no cerebellum or olive to lesion")
+                if epoch >= self.epochs:
+                    raise SpecError(f"ablate: epoch {epoch} is not before epochs={self.epochs}")
+
     # --- derived values: computed here and only here ----------------------------------------
+    @property
+    def ablation_schedule(self) -> tuple[tuple[str, int], ...]:
+        """Parsed ``ablate``: ((region, epoch), ...) sorted by epoch."""
+        schedule = []
+        for item in filter(None, (part.strip() for part in self.ablate.split(","))):
+            region, sep, when = item.partition("@")
+            key, eq, value = when.partition("=")
+            if not sep or key.strip() != "epoch" or not eq or region not in LESIONABLE:
+                raise SpecError(
+                    f"ablate entry {item!r} must look like REGION@epoch=E with REGION in "
+                    f"{', '.join(LESIONABLE)}"
+                )
+            try:
+                epoch = int(value)
+            except ValueError:
+                raise SpecError(
+                    f"ablate entry {item!r}: epoch {value!r} is not an integer"
+                ) from None
+            if epoch < 0:
+                raise SpecError(f"ablate entry {item!r}: epoch must be ≥ 0")
+            schedule.append((region, epoch))
+        return tuple(sorted(schedule, key=lambda x: x[1]))
+
     @property
     def state_size(self) -> int:
         """2H: the size of the area state [h; c] the cerebellum sees."""
