@@ -140,6 +140,13 @@ class ZmqLink:
         self.targets_sent += 1
         return True
 
+    def end_epoch(self, epoch: int) -> None:
+        """Tell the olive this area sent all of the epoch's targets (after them, in order)."""
+        if "olive" in self.lesioned:
+            return
+        header = ControlHeader(command="epoch_end", region=self.interface, args={"epoch": epoch})
+        self.olive.send(header)
+
     def barrier(self) -> None:
         """Lockstep only: wait until the cerebellum has applied every error caused so far."""
         if not self.cerebellum_alive or "olive" in self.lesioned:
@@ -182,6 +189,7 @@ class AreaShell(RegionShell):
             self.scheduled_lesions()
             metrics = self.core.run_epoch(self.link, on_truncation=self.tick)
             if self.link is not None:
+                self.link.end_epoch(metrics["epoch"])
                 metrics["late_predictions"] = self.link.late
                 metrics["cerebellum_alive"] = self.link.cerebellum_alive
             self.checkpoint()

@@ -412,35 +412,42 @@ class Servers:
             self.control = None
 
 
-def component_costs(spec, state, repeats: int = 5, calls: int = 1000) -> dict[str, float]:
-    """Seconds per call of the pieces a round trip pays, in this process, no transport."""
-    from cerebellum.synthesiser import CerebellumCore
-    from wire.ids import StepId
-    from wire.protocol import EfferenceHeader, decode, encode, expect_shape, step_header
+class ComponentCosts:
+    """Seconds per call of the pieces a round trip pays, in this process, no transport.
 
-    header = step_header(EfferenceHeader, "bench", INTERFACE, StepId(0, 0, 0))
-    frames = [bytes(memoryview(f)) for f in encode(header, [state])]
-    core = CerebellumCore(spec, [INTERFACE])
-    counter = iter(range(10**9))
+    Measured once per round, between the variants, so the machine's noise hits it too.
+    """
 
-    def predict() -> None:
-        core.predict(INTERFACE, StepId(0, next(counter), 0), state)
+    def __init__(self, spec, state):
+        from cerebellum.synthesiser import CerebellumCore
+        from wire.ids import StepId
+        from wire.protocol import EfferenceHeader, decode, encode, expect_shape, step_header
 
-    pieces = {
-        "encode": lambda: encode(header, [state]),
-        "decode": lambda: expect_shape(decode(frames), (None, spec.state_size)),
-        "predict": predict,
-    }
-    costs = {}
-    for name, fn in pieces.items():
-        runs = []
-        for _ in range(repeats):
+        header = step_header(EfferenceHeader, "bench", INTERFACE, StepId(0, 0, 0))
+        frames = [bytes(memoryview(f)) for f in encode(header, [state])]
+        core = CerebellumCore(spec, [INTERFACE])
+        counter = iter(range(10**9))
+
+        def predict() -> None:
+            core.predict(INTERFACE, StepId(0, next(counter), 0), state)
+
+        self.pieces = {
+            "encode": lambda: encode(header, [state]),
+            "decode": lambda: expect_shape(decode(frames), (None, spec.state_size)),
+            "predict": predict,
+        }
+        self.samples: dict[str, list[float]] = {name: [] for name in self.pieces}
+
+    def measure(self, calls: int) -> None:
+        for name, fn in self.pieces.items():
+            fn()
             t0 = time.perf_counter()
             for _ in range(calls):
                 fn()
-            runs.append((time.perf_counter() - t0) / calls)
-        costs[name] = statistics.median(runs)
-    return costs
+            self.samples[name].append((time.perf_counter() - t0) / calls)
+
+    def medians(self) -> dict[str, float]:
+        return {name: statistics.median(v) for name, v in self.samples.items()}
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -470,6 +477,7 @@ def part_roundtrip(args: argparse.Namespace, tmp: Path) -> dict:
         if servers.shell_error:
             print(f"  NOTE: {servers.shell_error}; the headline uses c' (minimal server)")
         state = torch.randn(args.batch, 2 * args.hidden, generator=torch.Generator().manual_seed(0))
+        components = ComponentCosts(spec, state)
         for variant in up:
             clients[variant] = Client(
                 variant, servers.endpoints[variant], spec, context, tmp, state
@@ -491,6 +499,7 @@ def part_roundtrip(args: argparse.Namespace, tmp: Path) -> dict:
                 per_round[variant].append(statistics.median(times))
                 samples[variant].extend(times)
                 servers.drain_control()
+            components.measure(calls=500)
             print(
                 f"  round {r + 1}/{args.rounds} "
                 + " ".join(f"{v}={per_round[v][-1] * 1e6:.0f}" for v in up)
@@ -513,7 +522,7 @@ def part_roundtrip(args: argparse.Namespace, tmp: Path) -> dict:
     late = sum(c.link.late for c in clients.values() if c.stub is not None)
     if rejected or late:
         print(f"  NOTE: clients rejected {rejected} messages and saw {late} late answers")
-    costs = component_costs(spec, state)
+    costs = components.medians()
     base = results["raw"]["median"]
     print(f"\n{'variant':38} {'median µs':>10} {'p10':>7} {'p90':>7} {'× raw':>7}")
     for variant, res in results.items():
@@ -528,18 +537,27 @@ def part_roundtrip(args: argparse.Namespace, tmp: Path) -> dict:
     )
     print(f"c = {'real CerebellumShell via region_main' if real == 'shell' else 'minimal server'}")
     print(
-        f"c/a  = {results[real]['median'] / base:.2f}×   b/a = {results['frames']['median'] / base:.2f}×"
+        f"c/a  = {results[real]['median'] / base:.2f}×   "
+        f"b/a = {results['frames']['median'] / base:.2f}×"
     )
     if "core" in results and real == "shell":
         print(
-            f"c'/a = {results['core']['median'] / base:.2f}×   b'/a = {results['codec']['median'] / base:.2f}×"
+            f"c'/a = {results['core']['median'] / base:.2f}×   "
+            f"b'/a = {results['codec']['median'] / base:.2f}×"
         )
     enc, dec, pred = (costs[k] * 1e6 for k in ("encode", "decode", "predict"))
     print(
-        f"in-process cost per call (no transport): encode {enc:.0f} µs, decode+expect_shape "
-        f"{dec:.0f} µs, CerebellumCore.predict {pred:.0f} µs\n"
-        f"  → b pays 1 encode + 1 decode ≈ {enc + dec:.0f} µs over a; b' and c pay 2 + 2 ≈ "
-        f"{2 * (enc + dec):.0f} µs, c adds predict ≈ {2 * (enc + dec) + pred:.0f} µs"
+        f"in-process cost per call (hot loop, no transport; median over rounds): encode "
+        f"{enc:.0f} µs, decode+expect_shape {dec:.0f} µs, CerebellumCore.predict {pred:.0f} µs"
+    )
+    expected = {"frames": enc + dec, "codec": 2 * (enc + dec), real: 2 * (enc + dec) + pred}
+    print(
+        "  extra over a, measured vs codec/predict CPU alone: "
+        + ", ".join(
+            f"{v}: {(results[v]['median'] - base) * 1e6:.0f} vs {cpu:.0f} µs"
+            for v, cpu in expected.items()
+            if v in results
+        )
     )
     return {"results": results, "real": real, "costs": costs}
 
@@ -592,12 +610,21 @@ def one_run(args: argparse.Namespace, tmp: Path, inprocess: bool, timing: str, e
             "startup": None,
             "shutdown": None,
         }
-        if not inprocess:
+        if not inprocess and {"spawn", "all_ready", "done", "run_end"} <= times.keys():
             record["startup"] = times["all_ready"] - times["spawn"]
             record["shutdown"] = times["run_end"] - times["done"]
         return record
     finally:
         shutil.rmtree(run.path, ignore_errors=True)
+
+
+def medians(records: list[dict]) -> dict:
+    """Field-wise medians (None where a field is missing from any record)."""
+    out = {}
+    for field in records[0]:
+        values = [r[field] for r in records]
+        out[field] = None if None in values else statistics.median(values)
+    return out
 
 
 def part_epochs(args: argparse.Namespace, tmp: Path) -> dict:
@@ -616,16 +643,10 @@ def part_epochs(args: argparse.Namespace, tmp: Path) -> dict:
                 record = one_run(args, tmp, inprocess, timing, args.epochs)
                 records.setdefault((timing, mode), []).append(record)
                 print(
-                    f"  repeat {rep + 1} {timing:8} {mode:9}: {record['epoch'] * 1e3:7.2f} ms/epoch, "
-                    f"wall {record['wall']:6.2f} s"
+                    f"  repeat {rep + 1} {timing:8} {mode:9}: "
+                    f"{record['epoch'] * 1e3:7.2f} ms/epoch, wall {record['wall']:6.2f} s"
                 )
-    med = {
-        key: {
-            field: statistics.median(r[field] for r in recs) if recs[0][field] is not None else None
-            for field in recs[0]
-        }
-        for key, recs in records.items()
-    }
+    med = {key: medians(recs) for key, recs in records.items()}
     print(
         f"\n{'timing':8} {'mode':9} {'ms/epoch':>9} {'wait ms':>8} {'µs/pred':>8} "
         f"{'wall s':>7} {'startup s':>9} {'shutdown s':>10}"
@@ -647,10 +668,14 @@ def part_epochs(args: argparse.Namespace, tmp: Path) -> dict:
     for timing in timings:
         inproc, procs = med[(timing, "inprocess")], med[(timing, "processes")]
         ratios[timing] = procs["epoch"] / inproc["epoch"]
+        phases = (
+            f", of which startup {procs['startup']:.2f} s and shutdown {procs['shutdown']:.2f} s"
+            if procs["startup"] is not None
+            else ""
+        )
         print(
             f"{timing}: processes / in-process per epoch = {ratios[timing]:.2f}×; "
-            f"extra wall = {procs['wall'] - inproc['wall']:.2f} s, of which startup "
-            f"{procs['startup']:.2f} s and shutdown {procs['shutdown']:.2f} s"
+            f"extra wall = {procs['wall'] - inproc['wall']:.2f} s{phases}"
         )
     return {"ratios": ratios, "medians": med}
 
@@ -700,7 +725,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n== headline")
     if rt is not None:
         res, real = rt["results"], rt["real"]
-        name = "area→cerebellum→area" if real == "shell" else "area→cerebellum (minimal)→area"
+        name = "area→cerebellum→area"
+        if real != "shell":
+            name = "area→cerebellum (minimal server)→area"
         print(
             f"round trip ({args.transport}, {args.batch}×{2 * args.hidden} f32): {name} / raw "
             f"pyzmq echo = {res[real]['median'] / res['raw']['median']:.2f}×  "
@@ -709,6 +736,18 @@ def main(argv: list[str] | None = None) -> int:
     if ep is not None:
         parts = ", ".join(f"{ratio:.2f}× ({timing})" for timing, ratio in ep["ratios"].items())
         print(f"time per epoch: processes / in-process = {parts}")
+        startups = [
+            (timing, ep["medians"][(timing, "processes")]["startup"]) for timing in ep["ratios"]
+        ]
+        extra = [
+            ep["medians"][(t, "processes")]["wall"] - ep["medians"][(t, "inprocess")]["wall"]
+            for t in ep["ratios"]
+        ]
+        print(
+            "startup (spawn → all ready): "
+            + ", ".join(f"{s:.1f} s ({t})" for t, s in startups if s is not None)
+            + f"; extra wall per run vs in-process: {', '.join(f'{x:.1f} s' for x in extra)}"
+        )
     leftovers = multiprocessing.active_children()
     print(
         f"total {time.perf_counter() - started:.0f} s; leftover child processes: "

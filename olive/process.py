@@ -35,6 +35,8 @@ class OliveShell(RegionShell):
         self.targets = self.bind(zmq.ROUTER, self.endpoints["olive"])
         self.cerebellum = self.connect(zmq.DEALER, self.endpoints["cerebellum"], identity="olive")
         self.reported_through = -1  # epochs up to this one have been reported
+        self.ended: dict[str, int] = {}  # last epoch each area said it finished
+        self.pending_report: int | None = None  # finished epoch not reported yet
         if self.options.get("resume") and self.run.checkpoint_path(self.name).exists():
             saved = torch.load(self.run.checkpoint_path(self.name), weights_only=False)
             self.reported_through = int(saved["reported_through"])
@@ -67,6 +69,9 @@ class OliveShell(RegionShell):
 
     def handle(self, endpoint: Endpoint, sender: str | None, message: Message) -> None:
         expected = Kind.TARGET if endpoint is self.targets else Kind.PREDICTION
+        if endpoint is self.targets and message.kind == Kind.CONTROL:
+            self.on_epoch_end(sender, message)
+            return
         if message.kind != expected:
             endpoint.reject(f"unexpected {message.kind.name}", sender)
             return
@@ -80,20 +85,46 @@ class OliveShell(RegionShell):
             endpoint.reject(str(exc), sender)
             return
         self.state = "comparing"
-        if header.epoch > self.epoch:
-            self.report_epochs(before=header.epoch)
-            self.epoch = header.epoch
+        self.epoch = max(self.epoch, header.epoch)
         if expected == Kind.TARGET:
             fibre = self.core.receive_target(header.interface, header.ids, tensor)
         else:
             fibre = self.core.receive_prediction(header.interface, header.ids, tensor)
         if fibre is None:
             return
+        self.maybe_report()
         reply = step_header(
             ClimbingHeader, header.run, header.interface, fibre.ids, loss=fibre.loss
         )
         if self.cerebellum.send(reply, [fibre.error]):
             self.errors_sent += 1
+
+    def on_epoch_end(self, sender: str | None, message: Message) -> None:
+        """An area sent all targets of an epoch: once every area has, report that epoch."""
+        epoch = message.header.args.get("epoch")
+        if (
+            message.header.command != "epoch_end"
+            or sender not in self.spec.interfaces
+            or not isinstance(epoch, int)
+        ):
+            self.targets.reject("malformed epoch_end", sender)
+            return
+        self.ended[sender] = max(self.ended.get(sender, -1), epoch)
+        if len(self.ended) < len(self.spec.interfaces):
+            return
+        finished = min(self.ended.values())
+        if self.pending_report is not None and finished > self.pending_report:
+            self.report_epochs(before=self.pending_report + 1)  # waited long enough
+        self.pending_report = finished
+        self.maybe_report()
+
+    def maybe_report(self) -> None:
+        """Report the finished epoch once none of its targets still waits for a prediction."""
+        if self.pending_report is None:
+            return
+        if not any(key[1].epoch <= self.pending_report for key in self.core.targets):
+            self.report_epochs(before=self.pending_report + 1)
+            self.pending_report = None
 
     def report_epochs(self, before: int) -> None:
         """Report each finished epoch's cerebellar loss; forget stale unpaired items."""
@@ -101,6 +132,10 @@ class OliveShell(RegionShell):
             summary = self.core.epoch_summary(epoch)
             if summary is not None:
                 self.metric(summary)
+        for epoch in [
+            e for e in self.core.loss_counts if e <= max(before - 1, self.reported_through)
+        ]:
+            self.core.epoch_summary(epoch)  # pairs completed after their epoch was reported
         if before - 1 > self.reported_through:
             self.reported_through = before - 1
             self.checkpoint()

@@ -10,6 +10,7 @@ derived from the fields are computed in one place: the properties at the bottom 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -342,6 +343,6 @@ def to_toml(spec: RunSpec) -> str:
         elif isinstance(value, (int, float)):
             text = repr(value)
         else:
-            text = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+            text = json.dumps(str(value), ensure_ascii=False)  # a valid TOML basic string
         lines.append(f"{name} = {text}")
     return "\n".join(lines) + "\n"

@@ -169,9 +169,10 @@ def test_run_help_lists_every_field() -> None:
     for name in FIELDS:
         assert "--" + name.replace("_", "-") in result.stdout, name
     assert "--spec" in result.stdout
-    # the in-process parser agrees
-    parser_help = build_parser().format_help()
-    assert "run" in parser_help
+    # flags not given stay None, so they cannot override the TOML or the preset
+    args = build_parser().parse_args(["run", "--hidden", "3", "--no-figures"])
+    assert args.hidden == 3 and args.figures is False
+    assert all(getattr(args, name) is None for name in FIELDS if name not in ("hidden", "figures"))
 
 
 @pytest.mark.parametrize(
@@ -285,8 +286,9 @@ def test_three_and_nine_targets(n_targets: int) -> None:
     cues = task.cue_vectors[:, 0].tolist()
     assert len(cues) == n_targets + 1 and len(set(cues)) == n_targets + 1
     assert cues[0] == 0 and all(c == int(c) and c != 0 for c in cues[1:])
-    assert sorted(cues[1:]) == sorted(integer_cues(n_targets))
-    assert max(abs(c) for c in cues) == math.ceil(n_targets / 2)
+    # an odd count puts the extra cue on the positive side (documented in integer_cues)
+    expected = {3: [-1, 1, 2], 9: [-4, -3, -2, -1, 1, 2, 3, 4, 5]}[n_targets]
+    assert sorted(cues[1:]) == expected == integer_cues(n_targets)
     targets = target_points(n_targets)
     assert torch.equal(task.targets, targets) and targets.shape == (n_targets + 1, 2)
     torch.testing.assert_close(

@@ -105,6 +105,9 @@ class Endpoint:
         except ProtocolError as exc:
             self.reject(str(exc), sender)
             return None
+        except Exception as exc:  # a decoder bug must not kill the region either
+            self.reject(f"undecodable message ({type(exc).__name__}: {exc})", sender)
+            return None
 
     def reject(self, reason: str, sender: str | None = None) -> None:
         self.counters.rejected += 1

@@ -212,7 +212,7 @@ def encode(header: Header, tensors: typing.Sequence[torch.Tensor] = ()) -> list[
         if array.dtype not in DTYPE_NAMES:
             raise ProtocolError(f"dtype {array.dtype} cannot travel")
         described.append([DTYPE_NAMES[array.dtype], list(array.shape)])
-        buffers.append(memoryview(array.numpy()).cast("B"))
+        buffers.append(memoryview(array.reshape(-1).numpy()).cast("B"))
     body["tensors"] = described
     preamble = MAGIC + bytes([VERSION, int(header.kind)])
     return [preamble, msgpack.packb(body, use_bin_type=True), *buffers]
@@ -242,7 +242,7 @@ def decode(frames: typing.Sequence[Any], check_finite: bool = True) -> Message:
     types = _TYPES[cls]
     unknown = set(body) - set(types)
     if unknown:
-        raise ProtocolError(f"{kind.name} header has unknown fields {sorted(unknown)}")
+        raise ProtocolError(f"{kind.name} header has unknown fields {sorted(map(repr, unknown))}")
     for name, value in body.items():
         expected = types[name]
         ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
@@ -267,7 +267,7 @@ def _tensor(description: Any, frame: Any, check_finite: bool) -> torch.Tensor:
     if not (isinstance(description, list) and len(description) == 2):
         raise ProtocolError("tensor description must be [dtype, shape]")
     dtype_name, shape = description
-    if dtype_name not in DTYPES:
+    if not isinstance(dtype_name, str) or dtype_name not in DTYPES:
         raise ProtocolError(f"unsupported dtype {dtype_name!r}")
     if not (
         isinstance(shape, list)
