@@ -8,6 +8,7 @@ with status 2 before anything is written.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -136,6 +137,32 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("run_dir", metavar="RUN_DIR")
     resume = sub.add_parser("resume", help="continue a run from its last complete checkpoint")
     resume.add_argument("run_dir", metavar="RUN_DIR")
+    sweep = sub.add_parser(
+        "sweep",
+        help="run a grid of runs on every core (or GPU)",
+        description="Run a grid: spec flags give the base, --vary and --seeds (or --grid FILE "
+        "with [base] and [grid] tables) the points. Re-running skips finished points.",
+    )
+    sweep.add_argument("--sweep-dir", required=True, help="folder of the sweep")
+    sweep.add_argument("--grid", metavar="FILE", help="TOML with [base] and [grid] tables")
+    sweep.add_argument(
+        "--vary",
+        action="append",
+        default=[],
+        metavar="FIELD=V1,V2",
+        help="a spec field and its values (integer ranges as A-B); repeatable",
+    )
+    sweep.add_argument("--seeds", metavar="LIST", help="seeds, e.g. 0-9 or 0,3,7")
+    sweep.add_argument(
+        "--slots",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="concurrent runs on the CPU (default: the number of cores)",
+    )
+    sweep.add_argument(
+        "--runs-per-gpu", type=int, default=2, help="concurrent runs per GPU with --device cuda"
+    )
+    add_spec_arguments(sweep)
     return parser
 
 
@@ -146,7 +173,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     return load_spec(args.spec, **overrides)
 
 
-COMMANDS = ("run", "ablate", "revive", "status", "stop", "resume")
+COMMANDS = ("run", "ablate", "revive", "status", "stop", "resume", "sweep")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         except SpecError as exc:
             parser.error(str(exc))
         return command_run(spec)
+    if args.command == "sweep":
+        try:
+            return command_sweep(args)
+        except SpecError as exc:
+            parser.error(str(exc))
     from orchestrator.client import ControlError
     from orchestrator.runner import ResumeError
 
@@ -243,3 +275,90 @@ def command_status(args: argparse.Namespace) -> int:
             f"{'yes' if r['lesioned'] else 'no':<9}{r['state']:<11}{r['epoch']:>6}  {beat}"
         )
     return 0
+
+
+def command_sweep(args: argparse.Namespace) -> int:
+    from orchestrator.logs import configure_logging
+    from orchestrator.spec import read_toml
+    from orchestrator.sweep import Sweep, load_grid, parse_values
+
+    base: dict = {}
+    grid: dict = {}
+    if args.grid:
+        base, grid = load_grid(args.grid)
+    if args.spec:
+        base.update(read_toml(args.spec))
+    base.update({n: getattr(args, n) for n in FIELDS if getattr(args, n, None) is not None})
+    for item in args.vary:
+        name, sep, values = item.partition("=")
+        if not sep:
+            raise SpecError(f"--vary {item!r} must look like FIELD=V1,V2")
+        if name.replace("-", "_") not in FIELDS:
+            raise SpecError(f"--vary: unknown spec field {name!r}")
+        grid[name.replace("-", "_")] = parse_values(name.replace("-", "_"), values)
+    if args.seeds:
+        grid["seed"] = parse_values("seed", args.seeds)
+    if args.slots < 1 or args.runs_per_gpu < 1:
+        raise SpecError("--slots and --runs-per-gpu must be at least 1")
+    for name in ("run_name", "runs_dir"):
+        if name in base or name in grid:
+            raise SpecError(f"{name} is set by the sweep itself")
+    sweep_dir = Path(args.sweep_dir)
+    log = configure_logging("sweep", None, console=True)
+    sweep = Sweep(sweep_dir, base, grid, args.slots, base.get("device", "cpu"), args.runs_per_gpu)
+    invalid = [p for p in sweep.points if p.status == "invalid"]
+    for point in invalid:
+        log.warning("invalid_point", point=point.name, reason=point.error)
+    points = sweep.run(progress=SweepProgress(len(sweep.points), log))
+    counts = {
+        s: sum(p.status == s for p in points) for s in ("completed", "skipped", "failed", "invalid")
+    }
+    print(
+        f"sweep {sweep_dir}: {counts['completed']} ran, {counts['skipped']} already done, "
+        f"{counts['failed']} failed, {counts['invalid']} invalid; results in {sweep.results_path}"
+    )
+    for point in points:
+        if point.status in ("failed", "invalid"):
+            print(f"  {point.status}: {point.name}: {point.error}", file=sys.stderr)
+    return 0 if counts["failed"] == 0 and counts["invalid"] == 0 else 1
+
+
+class SweepProgress:
+    """Runs done / running / failed with an ETA: a rich bar on a terminal, log lines otherwise."""
+
+    def __init__(self, total: int, log) -> None:
+        self.total = total
+        self.log = log
+        self.last = None
+        self.started = None
+
+    def __call__(self, points) -> None:
+        import time
+
+        now = time.monotonic()
+        self.started = self.started or now
+        done = sum(p.status in ("completed", "skipped") for p in points)
+        running = sum(p.status == "running" for p in points)
+        failed = sum(p.status in ("failed", "invalid") for p in points)
+        state = (done, running, failed)
+        if state == self.last:
+            return
+        self.last = state
+        ran = sum(p.status == "completed" for p in points)
+        left = self.total - done - failed
+        eta = (now - self.started) / ran * left if ran else None
+        text = f"{done}/{self.total} done, {running} running, {failed} failed"
+        if eta is not None:
+            text += f", ETA {eta:.0f} s"
+        if sys.stderr.isatty():
+            sys.stderr.write("\r" + text.ljust(70))
+            sys.stderr.flush()
+        else:
+            self.log.info(
+                "sweep_progress",
+                done=done,
+                running=running,
+                failed=failed,
+                total=self.total,
+                eta_seconds=eta,
+            )

@@ -303,8 +303,8 @@ def coerce(name: str, value: Any) -> Any:
         raise SpecError(f"{name}={value!r} is not a valid {kind.__name__}") from None
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """Read a spec TOML file (flat, or with a [run] table)."""
+def read_toml(path: str | Path, table: str | None = "run") -> dict[str, Any]:
+    """Read a spec TOML file (flat, or with a ``[run]`` table)."""
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -312,8 +312,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise SpecError(f"spec file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"spec file {path} is not valid TOML: {exc}") from None
-    if "run" in data and isinstance(data["run"], dict):
-        data = data["run"]
+    if table and table in data and isinstance(data[table], dict):
+        data = data[table]
     return data
 
 

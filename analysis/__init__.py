@@ -1,0 +1,1 @@
+"""Analyses of recorded activity (DESIGN §7): correlations, population correlation."""
