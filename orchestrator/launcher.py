@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -465,21 +466,35 @@ class Supervisor:
         self.write_regions()
 
     # -- the whole run ---------------------------------------------------------------------------
+    @staticmethod
+    def install_signal_handlers() -> dict[int, Any]:
+        """SIGTERM and SIGHUP (a closed terminal) end the run like Ctrl-C: staged shutdown."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def interrupt(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+        return {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+
     def execute(self) -> dict[str, Any]:
         """Launch, supervise and stop; returns the outcome (status, reason, stages)."""
         status, reason = "completed", None
+        previous = self.install_signal_handlers()
         try:
             self.launch()
             self.wait_ready()
             self.supervise()
             if self.stop_requested:
                 status, reason = "stopped", "stopped by command"
-        except KeyboardInterrupt:
-            status, reason = "interrupted", "interrupted by the user"
+        except KeyboardInterrupt as exc:
+            status, reason = "interrupted", str(exc) or "interrupted by the user"
         except RunFailed as exc:
             status, reason = "failed", str(exc)
             self.log.error("run_failed", reason=reason)
         finally:
             stages = self.shutdown()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         self.run.append_event("run_end", status=status, reason=reason, stages=stages)
         return {"status": status, "reason": reason, "shutdown_stages": stages}

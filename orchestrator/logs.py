@@ -6,6 +6,7 @@ the in-process runner) also log to stderr — rendered for people on a terminal,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -24,9 +25,12 @@ class _Tee:
         self.streams = streams
 
     def msg(self, message: str) -> None:
-        for stream, _ in self.streams:
-            stream.write(message + "\n")
-            stream.flush()
+        for stream, _ in list(self.streams):
+            try:
+                stream.write(message + "\n")
+                stream.flush()
+            except (OSError, ValueError):  # a closed terminal must not stop the run
+                self.streams.remove((stream, _))
 
     log = debug = info = warning = warn = error = critical = exception = msg
 
@@ -66,7 +70,8 @@ def configure_logging(
     def render(logger: Any, name: str, event: dict[str, Any]) -> str:
         text = json_renderer(logger, name, dict(event))
         if console_renderer is not None:
-            sys.stderr.write(console_renderer(logger, name, dict(event)) + "\n")
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(console_renderer(logger, name, dict(event)) + "\n")
         return text
 
     structlog.configure(

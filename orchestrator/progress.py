@@ -30,8 +30,11 @@ class Progress:
 
     def __exit__(self, *exc: Any) -> None:
         if self.live is not None:
-            self.live.__exit__(*exc)
-            self.live = None
+            live, self.live = self.live, None
+            try:
+                live.__exit__(*exc)
+            except OSError:  # the terminal went away (e.g. SIGHUP): nothing to restore
+                pass
 
     def _rate(self, name: str, messages: int) -> float:
         now = time.monotonic()
@@ -45,7 +48,10 @@ class Progress:
 
     def update(self, regions: dict[str, Any]) -> None:
         if self.live is not None:
-            self.live.update(self.table(regions))
+            try:
+                self.live.update(self.table(regions))
+            except OSError:  # the terminal went away: carry on without the display
+                self.live = None
             return
         areas = [r for r in regions.values() if r.role == "area"]
         epoch = min((r.epoch for r in areas), default=0)
@@ -92,7 +98,7 @@ class Progress:
                 str(region.pid),
                 "[green]yes[/]" if region.alive else "[red]no[/]",
                 region.state,
-                f"{region.epoch}/{self.spec.epochs}",
+                f"{max(region.epoch, 0)}/{self.spec.epochs}",
                 _fmt(m.get("train_loss")),
                 _fmt(val),
                 _fmt(cerebellar if region.role != "area" else None),

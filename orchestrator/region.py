@@ -208,7 +208,9 @@ def region_main(
     options: dict[str, Any] | None = None,
 ) -> None:
     """Entry point of a spawned region process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's to handle
+    # Ctrl-C and a closed terminal are the orchestrator's to handle (staged shutdown)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     module, _, cls = SHELLS[role].partition(":")
     shell_cls = getattr(importlib.import_module(module), cls)
     shell = shell_cls(name, RunSpec(**spec_dict), run_path, endpoints, parent_pid, options)

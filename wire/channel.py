@@ -18,6 +18,7 @@ import zmq
 from wire.protocol import Header, Message, ProtocolError, decode, encode
 
 HIGH_WATER_MARK = 1000
+ZERO_COPY_THRESHOLD = 64 * 1024  # bytes; below this pyzmq copies frames even with copy=False
 
 
 def make_socket(
@@ -64,8 +65,10 @@ class Endpoint:
             if to is None:
                 raise ValueError("a ROUTER send needs a destination identity")
             frames = [to.encode(), *frames]
+        # zero-copy only pays off for large buffers: pyzmq copies small frames anyway
+        zero_copy = any(getattr(f, "nbytes", 0) > ZERO_COPY_THRESHOLD for f in frames)
         try:
-            self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=not zero_copy)
         except (zmq.Again, zmq.ZMQError) as exc:
             self.counters.dropped += 1
             self.log.debug("send_dropped", kind=header.kind.name, to=to, reason=str(exc))
@@ -92,13 +95,13 @@ class Endpoint:
     def receive_ready(self) -> tuple[str | None, Message] | None:
         """Decode one message already waiting (after a poll said so); None if invalid."""
         try:
-            frames = self.sock.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            frames = self.sock.recv_multipart(flags=zmq.NOBLOCK)
         except zmq.Again:
             return None
         self.counters.received += 1
         sender = None
         if self.routed:
-            sender = bytes(frames[0].bytes).decode(errors="replace")
+            sender = frames[0].decode(errors="replace")
             frames = frames[1:]
         try:
             return sender, decode(frames)
