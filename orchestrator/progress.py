@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from typing import Any
@@ -31,10 +32,8 @@ class Progress:
     def __exit__(self, *exc: Any) -> None:
         if self.live is not None:
             live, self.live = self.live, None
-            try:
+            with contextlib.suppress(OSError):  # the terminal went away (e.g. SIGHUP)
                 live.__exit__(*exc)
-            except OSError:  # the terminal went away (e.g. SIGHUP): nothing to restore
-                pass
 
     def _rate(self, name: str, messages: int) -> float:
         now = time.monotonic()
