@@ -236,12 +236,20 @@ class AreaCore:
             derived_seed(spec.seed, f"{interface}/data")
         )
         self.epoch = 0  # next epoch to run
+        self.recorded_epochs = spec.recorded_epochs  # correlations recorded at these epochs
 
     def run_epoch(
         self, link: CerebellarLink | None, on_truncation: Callable[[], None] | None = None
     ) -> dict[str, float]:
-        """Train one epoch, then validate; returns the epoch's metrics."""
+        """Train one epoch, then validate; returns the epoch's metrics.
+
+        At the spec's ``record_epochs`` the metrics also hold the correlations of
+        :meth:`record_correlations`; recording only reads tensors, so the numbers of the run
+        are the same with or without it.
+        """
         counters = EpochCounters()
+        recording = self.epoch in self.recorded_epochs
+        feedback: list[torch.Tensor] = []  # ĝ of the epoch's first batch, each (B, 2H)
         started = time.perf_counter()
         self.area.train()
         for b, batch in enumerate(self.task.train_batches(self.epoch, self.data_generator)):
@@ -256,6 +264,8 @@ class AreaCore:
                     counters.wait_seconds += time.perf_counter() - t0
                     counters.predictions += prediction is not None
                     counters.missing += prediction is None
+                    if recording and b == 0 and prediction is not None:
+                        feedback.append(prediction.detach())
                 target = sequence.backward(k, prediction)
                 if target is not None and link is not None:
                     counters.targets += link.send_target(target)
@@ -274,7 +284,33 @@ class AreaCore:
             "wait_seconds": counters.wait_seconds,
             "train_seconds": train_seconds,
         }
+        if recording:
+            metrics.update(self.record_correlations(feedback))
         self.epoch += 1
+        return metrics
+
+    @torch.no_grad()
+    def hidden_activity(self) -> torch.Tensor:
+        """h over the first validation batch, no learning: (B, N, H)."""
+        self.area.eval()
+        batch = next(iter(self.task.validation_batches())).to(self.device)
+        state = self.area.initial_state(batch.size, batch.inputs.device)  # (B, 2H)
+        _, hiddens, _ = self.area(batch.inputs, state)  # (B, N, H)
+        self.area.train()
+        return hiddens
+
+    def record_correlations(self, feedback: list[torch.Tensor]) -> dict[str, float]:
+        """r_h, r_pop_h over h (samples × steps of the first validation batch) and r_g, r_pop_g
+        over the synthetic feedback ``feedback`` (each (B, 2H), pooled over truncations).
+
+        A measure that is undefined (no feedback: LSTM or lesioned cerebellum; fewer than two
+        varying units) is left out of the returned metrics.
+        """
+        from analysis.correlation import correlation_summary
+
+        metrics = correlation_summary(self.hidden_activity(), "r_h")  # over (B·N, H)
+        if feedback:
+            metrics.update(correlation_summary(torch.cat(feedback), "r_g"))  # over (P·B, 2H)
         return metrics
 
     def validate(self) -> dict[str, float]:

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from orchestrator.spec import FIELDS, LESIONABLE, RunSpec, SpecError, load_spec
 
@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="FIELD=V1,V2",
-        help="a spec field and its values (integer ranges as A-B); repeatable",
+        help="a spec field and its values (integer ranges as A-B); repeatable. Linked fields "
+        "vary together: --vary model,sparsity_k=scc-dni:4,cc-dni:0",
     )
     sweep.add_argument("--seeds", metavar="LIST", help="seeds, e.g. 0-9 or 0,3,7")
     sweep.add_argument(
@@ -160,9 +161,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="concurrent runs on the CPU (default: the number of cores)",
     )
     sweep.add_argument(
-        "--runs-per-gpu", type=int, default=2, help="concurrent runs per GPU with --device cuda"
+        "--runs-per-gpu",
+        type=int,
+        default=2,
+        help="concurrent runs per GPU with --device cuda (every GPU) or cuda:N (GPU N); each "
+        "run's regions go on its GPU",
+    )
+    sweep.add_argument(
+        "--report", action="store_true", help="draw the sweep's report when it is done"
     )
     add_spec_arguments(sweep)
+    report = sub.add_parser(
+        "report",
+        help="figures and a markdown table of a sweep",
+        description="Draw what the sweep's grid allows into SWEEP/figures/ — M/N × K heat map "
+        "of the final error (paper Fig. 5, S3b, S5), learning-curve grid (S3a, S4), error vs "
+        "r_h / r_pop_h and r_g / r_pop_g over epochs (Fig. 2e,f, S6), error vs T with seed "
+        "error bars (Fig. 2d) — and a table into SWEEP/report.md.",
+    )
+    report.add_argument("sweep_dir", metavar="SWEEP_DIR", help="the sweep directory")
+    report.add_argument(
+        "--metric",
+        default=None,
+        help="results column of the final error (default: last5_val_error_pct, "
+        "last5_val_mse_x100 or last5_val_mse, whichever the runs have)",
+    )
     return parser
 
 
@@ -173,7 +196,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     return load_spec(args.spec, **overrides)
 
 
-COMMANDS = ("run", "ablate", "revive", "status", "stop", "resume", "sweep")
+COMMANDS = ("run", "ablate", "revive", "status", "stop", "resume", "sweep", "report")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,16 +205,20 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["run", *argv]
     args = parser.parse_args(argv)
+    from tasks.mnist_data import DataMissingError
+
     if args.command == "run":
         try:
             spec = spec_from_args(args)
-        except SpecError as exc:
+            return command_run(spec)
+        except (SpecError, DataMissingError) as exc:
             parser.error(str(exc))
-        return command_run(spec)
+    if args.command == "report":
+        return command_report(args)
     if args.command == "sweep":
         try:
             return command_sweep(args)
-        except SpecError as exc:
+        except (SpecError, DataMissingError) as exc:
             parser.error(str(exc))
     from orchestrator.client import ControlError
     from orchestrator.runner import ResumeError
@@ -204,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return command_status(args)
         return command_control(args)
-    except (ControlError, ResumeError) as exc:
+    except (ControlError, ResumeError, DataMissingError) as exc:
         sys.stderr.write(f"launch.py {args.command}: error: {exc}\n")
         return 2
 
@@ -283,33 +310,41 @@ def command_sweep(args: argparse.Namespace) -> int:
     from orchestrator.sweep import Sweep, load_grid, parse_values
 
     base: dict = {}
-    grid: dict = {}
+    grids: list[dict] = [{}]
     if args.grid:
-        base, grid = load_grid(args.grid)
+        base, grids = load_grid(args.grid)
+        grids = grids or [{}]
     if args.spec:
         base.update(read_toml(args.spec))
     base.update({n: getattr(args, n) for n in FIELDS if getattr(args, n, None) is not None})
+    base.pop("progress", None)  # the sweep's own display; each run is started without one
+    axes: dict = {}
     for item in args.vary:
         name, sep, values = item.partition("=")
         if not sep:
-            raise SpecError(f"--vary {item!r} must look like FIELD=V1,V2")
-        if name.replace("-", "_") not in FIELDS:
-            raise SpecError(f"--vary: unknown spec field {name!r}")
-        grid[name.replace("-", "_")] = parse_values(name.replace("-", "_"), values)
+            raise SpecError(f"--vary {item!r} must look like FIELD=V1,V2 or F1,F2=A1:A2,B1:B2")
+        axis = name.replace("-", "_").replace(" ", "")
+        axes[axis] = parse_values(axis, values)
     if args.seeds:
-        grid["seed"] = parse_values("seed", args.seeds)
+        axes["seed"] = parse_values("seed", args.seeds)
+    grids = [{**grid, **axes} for grid in grids]  # --vary and --seeds apply to every grid
     if args.slots < 1 or args.runs_per_gpu < 1:
         raise SpecError("--slots and --runs-per-gpu must be at least 1")
     for name in ("run_name", "runs_dir"):
-        if name in base or name in grid:
+        if name in base or any(name in axis.split(",") for g in grids for axis in g):
             raise SpecError(f"{name} is set by the sweep itself")
     sweep_dir = Path(args.sweep_dir)
+    check_sweep_data(base, grids, sweep_dir)
     log = configure_logging("sweep", None, console=True)
-    sweep = Sweep(sweep_dir, base, grid, args.slots, base.get("device", "cpu"), args.runs_per_gpu)
+    sweep = Sweep(
+        sweep_dir, base, grids, args.slots, base.get("device", "cpu"), args.runs_per_gpu, log
+    )
     invalid = [p for p in sweep.points if p.status == "invalid"]
     for point in invalid:
         log.warning("invalid_point", point=point.name, reason=point.error)
-    points = sweep.run(progress=SweepProgress(len(sweep.points), log))
+    interactive = sys.stderr.isatty() and args.progress is not False
+    with SweepProgress(sweep, log, interactive) as progress:
+        points = sweep.run(progress=progress)
     counts = {
         s: sum(p.status == s for p in points) for s in ("completed", "skipped", "failed", "invalid")
     }
@@ -320,45 +355,176 @@ def command_sweep(args: argparse.Namespace) -> int:
     for point in points:
         if point.status in ("failed", "invalid"):
             print(f"  {point.status}: {point.name}: {point.error}", file=sys.stderr)
+    if args.report:
+        command_report(argparse.Namespace(sweep_dir=str(sweep_dir), metric=None))
     return 0 if counts["failed"] == 0 and counts["invalid"] == 0 else 1
 
 
+def check_sweep_data(base: dict, grid: dict | list[dict], sweep_dir: Path) -> None:
+    """Check every data set the grid needs once, before the sweep folder is made."""
+    from orchestrator.runner import check_task_data
+    from orchestrator.sweep import expand
+
+    checked = set()
+    for point in expand(base, grid, sweep_dir):
+        spec = point.spec
+        key = spec and (spec.task, str(spec.resolved_data_dir), spec.download)
+        if spec is not None and key not in checked:
+            checked.add(key)
+            check_task_data(spec)
+
+
 class SweepProgress:
-    """Runs done / running / failed with an ETA: a rich bar on a terminal, log lines otherwise."""
+    """Runs done / running / failed with an ETA: a rich progress display on a terminal, log
+    lines otherwise. Each finished run is announced once (its wall time and final error, or
+    why it failed).
 
-    def __init__(self, total: int, log) -> None:
-        self.total = total
+    The ETA is the time left at the rate this session finishes runs (which counts the
+    concurrency): ``(points still to finish) × elapsed / (runs finished so far)``.
+    """
+
+    def __init__(self, sweep: Any, log: Any, interactive: bool) -> None:
+        self.sweep = sweep
         self.log = log
-        self.last = None
-        self.started = None
+        self.interactive = interactive
+        self.total = len(sweep.points)
+        self.announced: set[str] = set()
+        self.last: tuple | None = None
+        self.started = 0.0
+        self.display: Any = None
+        self.task: Any = None
 
-    def __call__(self, points) -> None:
+    def __enter__(self) -> SweepProgress:
         import time
 
-        now = time.monotonic()
-        self.started = self.started or now
+        self.started = time.monotonic()
+        if self.interactive:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self.display = Progress(
+                SpinnerColumn(),
+                TextColumn("[bold]{task.description}"),
+                BarColumn(bar_width=24),
+                MofNCompleteColumn(),
+                TextColumn(
+                    "[green]{task.fields[done]} done[/] [cyan]{task.fields[running]} running[/]"
+                    " [red]{task.fields[failed]} failed[/]"
+                ),
+                TimeElapsedColumn(),
+                TextColumn("ETA {task.fields[eta]}"),
+                console=Console(stderr=True),
+                refresh_per_second=4,
+            )
+            self.display.__enter__()
+            self.task = self.display.add_task(
+                f"{self.sweep.dir.name} ×{self.sweep.concurrency}",
+                total=self.total,
+                done=0,
+                running=0,
+                failed=0,
+                eta="—",
+            )
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.display is not None:
+            self.display.__exit__(*exc)
+            self.display = None
+
+    def counts(self, points: list) -> tuple[int, int, int, float | None]:
+        import time
+
         done = sum(p.status in ("completed", "skipped") for p in points)
         running = sum(p.status == "running" for p in points)
         failed = sum(p.status in ("failed", "invalid") for p in points)
+        finished_here = sum(p.status in ("completed", "failed") for p in points)
+        left = self.total - done - failed
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / finished_here * left if finished_here and left else None
+        return done, running, failed, (0.0 if not left else eta)
+
+    def announce(self, point: Any) -> None:
+        """One line for a run that just finished (or a point that could not start)."""
+        self.announced.add(point.name)
+        if point.status == "skipped":
+            return
+        final = point.summary.get("last5_mean") or point.summary.get("final") or {}
+        score = ", ".join(f"{k}={v:.4g}" for k, v in final.items() if k.startswith("val_"))
+        if self.display is not None:
+            if point.status == "completed":
+                text = f"[green]✓[/] {point.name}  {point.wall:.1f} s  {score}"
+            else:
+                text = f"[red]✗ {point.status}[/] {point.name}: {point.error}"
+            self.display.console.print(text, highlight=False, markup=True)
+        elif point.status == "completed":
+            self.log.info("run_finished", point=point.name, wall_seconds=round(point.wall, 2))
+        else:
+            self.log.warning(
+                "run_failed", point=point.name, status=point.status, reason=point.error
+            )
+
+    def __call__(self, points: list) -> None:
+        for point in points:
+            if point.name not in self.announced and point.status in (
+                "completed",
+                "failed",
+                "invalid",
+                "skipped",
+            ):
+                self.announce(point)
+        done, running, failed, eta = self.counts(points)
+        eta_text = "—" if eta is None else _duration(eta)
+        if self.display is not None:
+            self.display.update(
+                self.task,
+                completed=done + failed,
+                done=done,
+                running=running,
+                failed=failed,
+                eta=eta_text,
+            )
+            return
         state = (done, running, failed)
         if state == self.last:
             return
         self.last = state
-        ran = sum(p.status == "completed" for p in points)
-        left = self.total - done - failed
-        eta = (now - self.started) / ran * left if ran else None
-        text = f"{done}/{self.total} done, {running} running, {failed} failed"
-        if eta is not None:
-            text += f", ETA {eta:.0f} s"
-        if sys.stderr.isatty():
-            sys.stderr.write("\r" + text.ljust(70))
-            sys.stderr.flush()
-        else:
-            self.log.info(
-                "sweep_progress",
-                done=done,
-                running=running,
-                failed=failed,
-                total=self.total,
-                eta_seconds=eta,
-            )
+        self.log.info(
+            "sweep_progress",
+            done=done,
+            running=running,
+            failed=failed,
+            total=self.total,
+            eta=eta_text,
+        )
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def command_report(args: argparse.Namespace) -> int:
+    """Figures and a markdown table of a sweep (see :mod:`orchestrator.report`)."""
+    from orchestrator.report import ReportError, write_report
+
+    try:
+        report = write_report(Path(args.sweep_dir), metric=args.metric)
+    except ReportError as exc:
+        sys.stderr.write(f"launch.py report: error: {exc}\n")
+        return 2
+    print(f"report {report.markdown} ({len(report.figures)} figures)")
+    for path in report.figures:
+        print(f"  {path}")
+    for line in report.skipped:
+        print(f"  not drawn: {line}")
+    return 0

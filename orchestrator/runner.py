@@ -29,7 +29,12 @@ def execute_run(
     run: RunDirectory | None = None,
     resume_epoch: int | None = None,
 ) -> RunOutcome:
-    """Create the run directory (or reuse it to resume), run, write summary and figures."""
+    """Create the run directory (or reuse it to resume), run, write summary and figures.
+
+    The task's data are checked first (:func:`check_task_data`): when they are missing,
+    :class:`tasks.mnist_data.DataMissingError` is raised before anything is created or spawned.
+    """
+    check_task_data(spec)
     run = run or RunDirectory.create(spec)
     log = configure_logging(
         "orchestrator",
@@ -60,6 +65,15 @@ def execute_run(
     run.write_json(run.summary_path, summary)
     log.info("run_end", **{k: v for k, v in summary.items() if not isinstance(v, (dict, list))})
     return RunOutcome(run, summary)
+
+
+def check_task_data(spec: RunSpec) -> None:
+    """Raise ``DataMissingError`` (one line: where, and how to get it) if the task's data are
+    missing; with ``spec.download`` fetch them now, in this process, before any region starts."""
+    if spec.task.endswith("seqmnist"):
+        from tasks.mnist_data import check_mnist
+
+        check_mnist(spec.resolved_data_dir, download=spec.download)
 
 
 def _inprocess(spec: RunSpec, run: RunDirectory, log: Any) -> dict[str, Any]:

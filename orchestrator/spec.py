@@ -120,6 +120,15 @@ class RunSpec:
     runs_dir: str = _f("runs", "Parent folder of run directories.")
     run_name: str = _f("", "Run directory name (empty: time + task + model + T + seed).")
     figures: bool = _f(True, "Draw the PNG figures at the end of the run.")
+    record_epochs: str = _f(
+        "",
+        "Epochs (0-based) at which the area records correlations into its metrics: r_h and "
+        "r_pop_h over the hidden activity h of the first validation batch (all samples and "
+        "steps, after the epoch's training), r_g and r_pop_g over the synthetic feedback ĝ "
+        "received during the epoch's first batch (all its truncations). Comma-separated "
+        "epochs, ranges A-B, strided ranges A-B:S, 'last' or 'all'; e.g. '0-99,299' or "
+        "'0-299:10'. Empty: no recording (the numbers are identical either way).",
+    )
     progress: bool = _f(True, "Show the live progress display on a terminal.")
     log_level: str = _f("info", "Log level.", ("debug", "info", "warning", "error"))
 
@@ -181,6 +190,9 @@ class RunSpec:
                 f"train_subset={self.train_subset} is smaller than batch_size={self.batch_size}"
             )
 
+        if self.record_epochs:
+            self.recorded_epochs  # noqa: B018 - parses and validates
+
         if self.ablate:
             for _region, epoch in self.ablation_schedule:
                 if self.model == "lstm":
@@ -211,6 +223,37 @@ class RunSpec:
                 raise SpecError(f"ablate entry {item!r}: epoch must be ≥ 0")
             schedule.append((region, epoch))
         return tuple(sorted(schedule, key=lambda x: x[1]))
+
+    @property
+    def recorded_epochs(self) -> frozenset[int]:
+        """Parsed ``record_epochs``: the 0-based epochs at which correlations are recorded."""
+        epochs: set[int] = set()
+        last = self.epochs - 1
+        for item in filter(None, (part.strip() for part in self.record_epochs.split(","))):
+            if item == "all":
+                epochs.update(range(self.epochs))
+                continue
+            if item == "last":
+                epochs.add(last)
+                continue
+            span, _, stride_text = item.partition(":")
+            low_text, dash, high_text = span.partition("-")
+            try:
+                low = int(low_text)
+                high = int(high_text) if dash else low
+                stride = int(stride_text) if stride_text else 1
+            except ValueError:
+                raise SpecError(
+                    f"record_epochs entry {item!r} must be E, A-B, A-B:S, 'last' or 'all'"
+                ) from None
+            if stride < 1 or low < 0 or high < low:
+                raise SpecError(f"record_epochs entry {item!r}: need 0 ≤ A ≤ B and S ≥ 1")
+            if low > last:
+                raise SpecError(
+                    f"record_epochs entry {item!r}: epoch {low} is not before epochs={self.epochs}"
+                )
+            epochs.update(range(low, min(high, last) + 1, stride))  # ranges end at the last epoch
+        return frozenset(epochs)
 
     @property
     def state_size(self) -> int:

@@ -8,13 +8,14 @@ every process sees the same validation set. Loaded splits are cached per process
 resolved data root; callers must treat the cached tensors as read-only.
 
 Nothing is downloaded unless asked (``download=True``, the ``--download`` flag); missing files
-raise :class:`DataMissingError`.
+raise :class:`DataMissingError`. :func:`check_mnist` only tests that the files exist: the
+orchestrator calls it before it creates a run directory or starts any process, so a missing
+data set is one error line, not a region dying at start-up.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,13 @@ N_TRAIN = 48_000  # as in the paper
 N_VALIDATION = 12_000  # as in the paper
 SPLIT_SEED = 1234  # fixed split, independent of the run seed
 IMAGE_SIDE = 28
+# the IDX files torchvision's MNIST expects under MNIST/raw (it checks all four)
+RAW_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 
 class DataMissingError(FileNotFoundError):
@@ -72,11 +80,8 @@ def raw_folder(root: str | Path) -> Path:
 
 
 def _missing_files(root: Path) -> list[str]:
-    from torchvision.datasets import MNIST
-
     folder = raw_folder(root)
-    names = [os.path.splitext(os.path.basename(url))[0] for url, _ in MNIST.resources]
-    return [name for name in names if not (folder / name).is_file()]
+    return [name for name in RAW_FILES if not (folder / name).is_file()]
 
 
 def _missing_message(root: Path, missing: list[str], cause: str = "") -> str:
@@ -88,24 +93,40 @@ def _missing_message(root: Path, missing: list[str], cause: str = "") -> str:
     )
 
 
+def check_mnist(root: str | Path, download: bool = False) -> Path:
+    """Make sure the MNIST files are under ``root`` before anything starts; returns the root.
+
+    Cheap: it only tests that the raw files exist (nothing is read). Missing files raise
+    :class:`DataMissingError` with a one-line message saying where it looked and what to do,
+    unless ``download`` is set, in which case torchvision fetches them now (once, in the
+    caller's process, rather than later inside a region process).
+    """
+    resolved = Path(root).expanduser().resolve()
+    missing = _missing_files(resolved)
+    if missing and download:
+        _download(resolved, missing)
+    elif missing:
+        raise DataMissingError(_missing_message(resolved, missing))
+    return resolved
+
+
+def _download(resolved: Path, missing: list[str]) -> None:
+    from torchvision.datasets import MNIST
+
+    try:
+        MNIST(str(resolved), train=True, download=True)
+    except (RuntimeError, OSError) as exc:
+        cause = " ".join(str(exc).split())
+        raise DataMissingError(_missing_message(resolved, missing, cause)) from exc
+
+
 def load_mnist(root: str | Path, download: bool = False) -> MnistSplits:
     """The 48 000 / 12 000 split of the MNIST training set under ``root`` (cached).
 
     ``root`` is the data root holding ``MNIST/raw``. With ``download`` the files are fetched by
     torchvision when missing; without it a missing file raises :class:`DataMissingError`.
     """
-    resolved = Path(root).expanduser().resolve()
-    missing = _missing_files(resolved)
-    if missing:
-        if not download:
-            raise DataMissingError(_missing_message(resolved, missing))
-        from torchvision.datasets import MNIST
-
-        try:
-            MNIST(str(resolved), train=True, download=True)
-        except (RuntimeError, OSError) as exc:
-            cause = " ".join(str(exc).split())
-            raise DataMissingError(_missing_message(resolved, missing, cause)) from exc
+    resolved = check_mnist(root, download)
     return _load_cached(str(resolved))
 
 

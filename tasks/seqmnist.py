@@ -10,11 +10,12 @@ Every task reads an MNIST image row by row: row ``i`` is the input at step ``i``
   losses are the same up to that reflection.)
 - ``dd-seqmnist``: draw the digit's template, a 28-point path in [0, 1]²; MSE at every step;
   :meth:`DrawDigitSeqMnist.evaluate` also reports ``mse_x100``, as in the paper.
-- ``ld-seqmnist``: draw a straight line from the origin to the c-seqMNIST point: point
-  ``t = 1..28`` is ``(t/28)·target``, so the last point is the target itself and the first is
-  one step out of the origin (the authors' code instead uses ``linspace(0, target, 28)``, whose
-  first point is the origin). Loss sparsity γ: exactly the steps ``γ, 2γ, 3γ, ...`` (1-based;
-  0-based ``t % γ == γ - 1``) are scored — with γ=5 steps 5..25 and *not* the last step 28.
+- ``ld-seqmnist``: draw a straight line from the origin to the c-seqMNIST point: 28 equally
+  spaced points, the first the origin and the last the target (``linspace(0, target, 28)``,
+  as the paper's appendix A.2.4 says — "an equally spaced line where the start point is the
+  origin" — and as the authors' code computes). Loss sparsity γ: exactly the steps
+  ``γ, 2γ, 3γ, ...`` (1-based; 0-based ``t % γ == γ - 1``) are scored — with γ=5 steps 5..25
+  and *not* the last step 28.
 
 Templates (:data:`TEMPLATE_CORNERS`, DESIGN §6 and the authors' code) are polylines through
 corners. A template with ``S`` segments is resampled to 28 points as follows: 27 points are
@@ -106,8 +107,8 @@ def circle_points() -> torch.Tensor:
 
 
 def line_paths() -> torch.Tensor:
-    """``(10, 28, 2)``: point ``t = 1..28`` is ``(t/28)·target`` (ends on the target)."""
-    fractions = torch.arange(1, N_STEPS + 1, dtype=torch.float64) / N_STEPS  # (28,)
+    """``(10, 28, 2)``: 28 equally spaced points from the origin (step 1) to the target (step 28)."""
+    fractions = torch.linspace(0.0, 1.0, N_STEPS, dtype=torch.float64)  # (28,)
     paths = fractions.view(1, N_STEPS, 1) * circle_points().double().view(N_CLASSES, 1, 2)
     return paths.float()
 
@@ -166,6 +167,17 @@ class SeqMnistTask(Task):
         for i in range(self.n_train_batches()):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]  # (B,)
             yield self.make_batch(self.data.train_images[index], self.data.train_labels[index])
+
+    def examples_batch(self, per_digit: int = 4) -> Batch:
+        """The first ``per_digit`` validation examples of every digit, digit by digit.
+
+        Fewer for a digit the (sub)set holds fewer of. For the figures (the drawings).
+        """
+        labels = self.data.val_labels  # (n,)
+        index = torch.cat(
+            [(labels == d).nonzero().flatten()[:per_digit] for d in range(N_CLASSES)]
+        )  # (≤ 10·per_digit,)
+        return self.make_batch(self.data.val_images[index], labels[index])
 
     def validation_batches(self) -> Iterator[Batch]:
         """The validation split in its fixed order (the last batch may be partial)."""

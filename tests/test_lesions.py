@@ -90,7 +90,9 @@ def test_cerebellum_sigkill_mid_run(tmp_path: Path) -> None:
     area = area_epochs(run)
     assert [r["epoch"] for r in area] == list(range(epochs)), "every epoch's metrics are present"
     exit_event = next(
-        e for e in records(run / "events.jsonl") if e["event"] == "exit" and e["region"] == "cerebellum"
+        e
+        for e in records(run / "events.jsonl")
+        if e["event"] == "exit" and e["region"] == "cerebellum"
     )
     assert exit_event["detected_by"] == "sentinel" and exit_event["exitcode"] == -signal.SIGKILL
     assert exit_event["time"] - killed_at <= 2.0, "detection within 2 s"
@@ -112,7 +114,9 @@ def test_olive_killed_freezes_cerebellum(tmp_path: Path) -> None:
     thread.join(180)
     assert box["outcome"].summary["status"] == "completed"
     assert len(area_epochs(run)) == epochs
-    cerebellum = [r for r in records(run / "metrics.jsonl") if r["region"] == "cerebellum" and "epoch" in r]
+    cerebellum = [
+        r for r in records(run / "metrics.jsonl") if r["region"] == "cerebellum" and "epoch" in r
+    ]
     assert cerebellum[-1]["olive_lesioned"]
     frozen = [r for r in cerebellum if r["olive_lesioned"]]
     assert len(frozen) >= 5
@@ -150,14 +154,27 @@ def test_area_killed_then_resume(tmp_path: Path) -> None:
 
 def test_orchestrator_killed_leaves_no_region(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "launch.py", "--epochs", "100000", "--runs-dir", str(tmp_path),
-         "--run-name", "orphan", "--no-figures"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "launch.py",
+            "--epochs",
+            "100000",
+            "--runs-dir",
+            str(tmp_path),
+            "--run-name",
+            "orphan",
+            "--no-figures",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     run = tmp_path / "orphan"
     try:
         wait_for(lambda: len(area_epochs(run)) >= 3, 120)
-        pids = [r["pid"] for r in json.loads((run / "regions.json").read_text())["regions"].values()]
+        pids = [
+            r["pid"] for r in json.loads((run / "regions.json").read_text())["regions"].values()
+        ]
         process.kill()
         process.wait(10)
 
@@ -222,8 +239,15 @@ def comparable(run: Path) -> dict:
 
 
 def test_scheduled_lesions_take_the_kill_path_and_match_inprocess(tmp_path: Path) -> None:
-    common = dict(epochs=12, timing="lockstep", seed=5, ablate="olive@epoch=4,cerebellum@epoch=8",
-                  runs_dir=str(tmp_path), figures=False, progress=False)
+    common = dict(
+        epochs=12,
+        timing="lockstep",
+        seed=5,
+        ablate="olive@epoch=4,cerebellum@epoch=8",
+        runs_dir=str(tmp_path),
+        figures=False,
+        progress=False,
+    )
     ref = execute_run(load_spec(inprocess=True, run_name="ref", **common), console=False)
     proc = execute_run(load_spec(run_name="proc", **common), console=False)
     assert proc.summary["status"] == "completed", proc.summary["reason"]
@@ -234,7 +258,9 @@ def test_scheduled_lesions_take_the_kill_path_and_match_inprocess(tmp_path: Path
     events = records(proc.run.path / "events.jsonl")
     kills = [(e["region"], e["epoch"], e["cause"]) for e in events if e["event"] == "ablate"]
     assert kills == [("olive", 4, "scheduled"), ("cerebellum", 8, "scheduled")]
-    exits = {e["region"]: e for e in events if e["event"] == "exit" and e.get("detection_latency_s")}
+    exits = {
+        e["region"]: e for e in events if e["event"] == "exit" and e.get("detection_latency_s")
+    }
     assert exits["olive"]["exitcode"] == -signal.SIGKILL
     area = area_epochs(proc.run.path)
     assert all(r["predictions"] == 0 for r in area if r["epoch"] >= 8)
@@ -280,7 +306,9 @@ def malformed(rng: random.Random) -> list[bytes]:
         frames = frames * rng.choice([0, 2])
     else:  # unknown interface or wrong field types
         described, frames = tensor((50, 20))
-        base = rng.choice([{**base, "interface": "area9"}, {**base, "epoch": "x"}, {**base, "bogus": 1}])
+        base = rng.choice(
+            [{**base, "interface": "area9"}, {**base, "epoch": "x"}, {**base, "bogus": 1}]
+        )
     return [*header(kind, **base, tensors=described), *frames]
 
 
@@ -313,8 +341,9 @@ def fuzz(endpoints: list[str], per_endpoint: int, stop: threading.Event, counts:
 
 
 def test_fuzzed_regions_keep_serving_with_unchanged_numbers(tmp_path: Path) -> None:
-    common = dict(epochs=40, timing="lockstep", seed=2, runs_dir=str(tmp_path), figures=False,
-                  progress=False)
+    common = dict(
+        epochs=40, timing="lockstep", seed=2, runs_dir=str(tmp_path), figures=False, progress=False
+    )
     ref = execute_run(load_spec(inprocess=True, run_name="ref", **common), console=False)
     spec = load_spec(run_name="fuzzed", **common)
     thread, box = run_in_thread(spec)
@@ -322,7 +351,9 @@ def test_fuzzed_regions_keep_serving_with_unchanged_numbers(tmp_path: Path) -> N
     wait_for(lambda: any(e["event"] == "start" for e in records(run / "events.jsonl")), 120)
     control = json.loads((run / "regions.json").read_text())["orchestrator"]["control"]
     sock_dir = control.removeprefix("ipc://").rsplit("/", 1)[0]
-    endpoints = [f"ipc://{sock_dir}/{name}.sock" for name in ("cerebellum", "olive", "orchestrator")]
+    endpoints = [
+        f"ipc://{sock_dir}/{name}.sock" for name in ("cerebellum", "olive", "orchestrator")
+    ]
     stop, counts = threading.Event(), {}
     fuzzer = threading.Thread(target=fuzz, args=(endpoints, 1100, stop, counts))
     fuzzer.start()

@@ -101,7 +101,9 @@ def test_ld_line_ends_on_the_circle_point(data) -> None:
     labels = torch.arange(10)
     paths, points = line.targets_for(labels), circle.targets_for(labels)[:, -1]
     assert torch.allclose(paths[:, -1], points, atol=1e-5)
-    assert torch.allclose(paths[:, 0], points / 28, atol=1e-5)
+    assert torch.equal(paths[:, 0], torch.zeros(10, 2))  # starts at the origin (paper A.2.4)
+    steps = (paths[:, 1:] - paths[:, :-1]).norm(dim=2)  # (10, 27): equally spaced
+    assert torch.allclose(steps, torch.full_like(steps, 10 / 27), atol=1e-5)
     assert (line.loss_steps.nonzero().flatten() + 1).tolist() == [8, 16, 24]
 
 
