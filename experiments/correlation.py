@@ -21,14 +21,15 @@ b ∈ {0.01, 0.1, 0.5, 1, 2}, seeds 0-4, correlations at every epoch of the firs
 from __future__ import annotations
 
 import argparse
-import shlex
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from experiments.common import add_sweep_flags, copy_figures, placement, run  # noqa: E402
+
 FIGURES = (
     "correlation_vs_error.png",
     "feedback_correlation.png",
@@ -47,24 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--record-epochs", default="0-99,149,199,249,last")
-    parser.add_argument("--slots", type=int, default=2, help="concurrent runs on the CPU")
-    parser.add_argument("--device", default="cpu", help="'cuda' places runs on every GPU")
-    parser.add_argument("--runs-per-gpu", type=int, default=2)
-    parser.add_argument("--processes", action="store_true", help="one process per region")
-    parser.add_argument("--extra", default="", help="more spec flags for every run, quoted")
-    parser.add_argument("--report-only", action="store_true", help="only redraw the report")
-    parser.add_argument(
-        "--copy-figures",
-        metavar="DIR",
-        help="also copy the main figures (FIGURES) to DIR, prefixed",
-    )
-    parser.add_argument("--prefix", default="correlation-", help="for --copy-figures")
+    add_sweep_flags(parser, prefix="correlation-")
     return parser.parse_args(argv)
-
-
-def run(command: list[str]) -> int:
-    print("$ " + shlex.join(command), flush=True)
-    return subprocess.call(command, cwd=ROOT)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,22 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         command += ["--task", args.task, "--truncation", str(args.truncation)]
         command += ["--epochs", str(args.epochs), "--sparsity-k", str(args.k)]
         command += ["--record-epochs", args.record_epochs, "--no-figures"]
-        command += ["--no-inprocess" if args.processes else "--inprocess"]
         command += ["--vary", f"bias_factor={args.bias_factors}", "--vary", f"model={args.models}"]
-        command += ["--seeds", args.seeds, "--slots", str(args.slots)]
-        if args.device != "cpu":
-            command += ["--device", args.device, "--runs-per-gpu", str(args.runs_per_gpu)]
-        command += shlex.split(args.extra)
+        command += ["--seeds", args.seeds]
+        command += placement(args)
         status = run(command)
     report_status = run([sys.executable, "launch.py", "report", str(sweep_dir)])
     if args.copy_figures and report_status == 0:
-        target = Path(args.copy_figures)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in FIGURES:
-            path = sweep_dir / "figures" / name
-            if path.exists():
-                shutil.copy(path, target / f"{args.prefix}{name}")
-                print(f"copied {target / (args.prefix + name)}")
+        copy_figures(sweep_dir, args.copy_figures, FIGURES, args.prefix)
     print(f"done in {time.monotonic() - started:.0f} s; report: {sweep_dir / 'report.md'}")
     return status or report_status
 

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from experiments.common import add_sweep_flags, copy_figures, placement, run  # noqa: E402
+
 FIGURES = (
     "heatmap_final_error.png",
     "heatmap_final_error-mean_val_mse.png",
@@ -47,19 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--k", default="1,4,8,full", help="inputs per granule unit; full: dense")
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--no-lstm", action="store_true", help="leave out the LSTM baseline")
-    parser.add_argument("--slots", type=int, default=2, help="concurrent runs on the CPU")
-    parser.add_argument("--device", default="cpu", help="'cuda' places runs on every GPU")
-    parser.add_argument("--runs-per-gpu", type=int, default=2)
-    parser.add_argument("--processes", action="store_true", help="one process per region")
     parser.add_argument("--record-epochs", default="0-299:10,last")
-    parser.add_argument("--extra", default="", help="more spec flags for every run, quoted")
-    parser.add_argument("--report-only", action="store_true", help="only redraw the report")
-    parser.add_argument(
-        "--copy-figures",
-        metavar="DIR",
-        help="also copy the main figures (FIGURES) to DIR, prefixed",
-    )
-    parser.add_argument("--prefix", default="sparsity-expansion-", help="for --copy-figures")
+    add_sweep_flags(parser, prefix="sparsity-expansion-")
     return parser.parse_args(argv)
 
 
@@ -91,11 +81,6 @@ def grid_file(args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(command: list[str]) -> int:
-    print("$ " + shlex.join(command), flush=True)
-    return subprocess.call(command, cwd=ROOT)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sweep_dir = Path(args.sweep_dir).resolve()
@@ -106,23 +91,20 @@ def main(argv: list[str] | None = None) -> int:
         grid = sweep_dir / "grid.toml"
         grid.write_text(grid_file(args))
         command = [sys.executable, "launch.py", "sweep", "--sweep-dir", str(sweep_dir)]
-        command += ["--grid", str(grid), "--seeds", args.seeds, "--slots", str(args.slots)]
-        if args.device != "cpu":
-            command += ["--device", args.device, "--runs-per-gpu", str(args.runs_per_gpu)]
-        command += shlex.split(args.extra)
+        command += [
+            "--grid",
+            str(grid),
+            "--seeds",
+            args.seeds,
+        ]
+        command += placement(args)
         status = run(command)
     report_status = run([sys.executable, "launch.py", "report", str(sweep_dir)])
     # learning speed: the mean validation error over all epochs (area under the curve)
     speed = [sys.executable, "launch.py", "report", str(sweep_dir), "--metric", "mean_val_mse"]
     report_status = report_status or run(speed)
     if args.copy_figures and report_status == 0:
-        target = Path(args.copy_figures)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in FIGURES:
-            path = sweep_dir / "figures" / name
-            if path.exists():
-                shutil.copy(path, target / f"{args.prefix}{name}")
-                print(f"copied {target / (args.prefix + name)}")
+        copy_figures(sweep_dir, args.copy_figures, FIGURES, args.prefix)
     print(f"done in {time.monotonic() - started:.0f} s; report: {sweep_dir / 'report.md'}")
     return status or report_status
 

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 import traceback
+from abc import ABC, abstractmethod
 from typing import Any
 
 import zmq
@@ -41,7 +42,7 @@ class OrphanedError(RuntimeError):
     """The orchestrator is gone."""
 
 
-class RegionShell:
+class RegionShell(ABC):
     """Control link, heartbeats, logging and lifecycle; subclasses implement :meth:`serve`."""
 
     role = "region"
@@ -149,10 +150,11 @@ class RegionShell:
             raise StopRequested()
 
     # -- lifecycle ----------------------------------------------------------------------------
+    @abstractmethod
     def serve(self) -> None:
-        raise NotImplementedError
+        """The region's main loop; returns or raises StopRequested when told to stop."""
 
-    def finish(self) -> None:
+    def finish(self) -> None:  # noqa: B027 - optional hook, nothing to save by default
         """Called once on the way out (normal stop or error): save what should be saved."""
 
     def main(self) -> int:

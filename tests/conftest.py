@@ -3,11 +3,32 @@ CI), unless CCDNI_DATA says otherwise; nothing is ever downloaded in tests."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("CCDNI_DATA", str(ROOT.parent / "shared" / "data"))
 torch.set_num_threads(1)  # two cores are shared by every region and the test process
+
+
+def records(path: Path) -> list[dict]:
+    """The JSON lines of a run-directory file (empty if it does not exist yet)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def assert_no_process_left(run: Path, expected_regions: int | None = None) -> None:
+    """Every process the run spawned is gone, and so is its socket folder."""
+    pids = [e["pid"] for e in records(run / "events.jsonl") if e["event"] == "spawn"]
+    assert pids, "no region was spawned"
+    if expected_regions is not None:
+        assert len(pids) == expected_regions, pids
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not (run / "sock").exists(), "socket folder left behind"

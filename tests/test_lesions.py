@@ -16,6 +16,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from conftest import assert_no_process_left, records
 
 from orchestrator.client import send_command
 from orchestrator.runner import execute_run, resume_run
@@ -23,12 +24,6 @@ from orchestrator.spec import load_spec
 from wire.protocol import MAGIC, VERSION, Kind
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def records(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def area_epochs(run: Path) -> list[dict]:
@@ -63,14 +58,6 @@ def run_in_thread(spec):
 
 def find_run(runs_dir: Path) -> Path:
     return wait_for(lambda: next(iter(runs_dir.glob("*")), None), 30)
-
-
-def assert_no_process_left(run: Path) -> None:
-    for event in records(run / "events.jsonl"):
-        if event["event"] == "spawn":
-            with pytest.raises(ProcessLookupError):
-                os.kill(event["pid"], 0)
-    assert not (run / "sock").exists()
 
 
 def test_cerebellum_sigkill_mid_run(tmp_path: Path) -> None:

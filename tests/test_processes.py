@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import assert_no_process_left
 
 from orchestrator.runner import execute_run
 from orchestrator.spec import load_spec
@@ -19,16 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def per_epoch(run_path: Path) -> dict[tuple[str, int], dict]:
     records = [json.loads(line) for line in (run_path / "metrics.jsonl").read_text().splitlines()]
     return {(r["region"], r["epoch"]): r for r in records if "epoch" in r}
-
-
-def assert_no_process_left(run_path: Path) -> None:
-    events = [json.loads(line) for line in (run_path / "events.jsonl").read_text().splitlines()]
-    pids = [e["pid"] for e in events if e["event"] == "spawn"]
-    assert pids, "no region was spawned"
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
-    assert not (run_path / "sock").exists(), "socket folder left behind"
 
 
 @pytest.mark.parametrize("model", ["cc-dni", "scc-dni"])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_no_process_left
 
 from orchestrator.runner import check_task_data, execute_run
 from orchestrator.seqmnist_report import (
@@ -32,15 +33,6 @@ DATA_DIR = Path(os.environ.get("CCDNI_DATA") or ROOT.parent / "shared" / "data")
 def area_metrics(run_path: Path) -> list[dict]:
     rows = [json.loads(line) for line in (run_path / "metrics.jsonl").read_text().splitlines()]
     return [r for r in rows if r.get("region") == "area0" and "epoch" in r]
-
-
-def assert_no_process_left(run_path: Path) -> None:
-    events = [json.loads(line) for line in (run_path / "events.jsonl").read_text().splitlines()]
-    pids = [e["pid"] for e in events if e["event"] == "spawn"]
-    assert len(pids) == 3, "area, cerebellum and olive should have been spawned"
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
 
 
 # one multi-process run per task (start-up dominates); both cerebellum kinds are covered
@@ -85,7 +77,7 @@ def test_task_trains_through_the_processes(
     assert examples["outputs"].shape[1:] == (28, 2 if task != "seqmnist" else 10)
     assert set(examples["labels"].tolist()) <= set(range(10))
     assert (outcome.run.path / "figures" / "drawings.png").exists() == drawing
-    assert_no_process_left(outcome.run.path)
+    assert_no_process_left(outcome.run.path, expected_regions=3)
 
 
 def test_missing_data_is_one_error_line(tmp_path: Path) -> None:
