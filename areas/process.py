@@ -20,7 +20,7 @@ import torch
 import zmq
 
 from areas.cortex import AreaCore, BootstrappedTarget, Efference
-from orchestrator.inprocess import save_results
+from areas.results import save_results
 from orchestrator.region import RegionShell
 from tasks import build_task
 from wire.ids import StepId

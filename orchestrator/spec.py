@@ -27,6 +27,8 @@ TASKS = ("target-reaching", "seqmnist", "c-seqmnist", "dd-seqmnist", "ld-seqmnis
 MODELS = ("lstm", "cc-dni", "scc-dni")
 TIMINGS = ("lockstep", "wait", "stale")
 UPDATES = ("truncation", "sequence")
+TOPOLOGIES = ("single", "chain")
+CHAIN_MODES = ("locked", "backward-unlocked")
 LESIONABLE = ("cerebellum", "olive")
 
 
@@ -97,6 +99,24 @@ class RunSpec:
         "region's process is killed when the areas reach epoch E.",
     )
 
+    # --- chains of feed-forward areas (spatial DNI on MNIST) -------------------------------
+    topology: str = _f(
+        "single",
+        "'single': one recurrent area (the task above). 'chain': chain_areas feed-forward "
+        "areas on MNIST (784→W→…→W→10, BatchNorm + ReLU), each its own process; the task, "
+        "hidden and truncation fields are then unused.",
+        TOPOLOGIES,
+    )
+    chain_areas: int = _f(2, "Chain: number of areas K (area 0: 784→W; the others W→W).")
+    chain_width: int = _f(256, "Chain: width W of every hidden block (the boundary size).")
+    chain_mode: str = _f(
+        "locked",
+        "Chain: 'locked' (area k waits for ∂L/∂h_k from area k+1) or 'backward-unlocked' "
+        "(area k uses the cerebellum's ĝ_k and moves on; area k+1 sends the true ∂L/∂h_k to "
+        "the olive as the target). Forward unlocking is not implemented.",
+        CHAIN_MODES,
+    )
+
     # --- processes ------------------------------------------------------------------------
     inprocess: bool = _f(False, "Run every region in this process (the numerical reference).")
     timing: str = _f(
@@ -138,7 +158,15 @@ class RunSpec:
             choices = f.metadata.get("choices")
             if choices and value not in choices:
                 raise SpecError(f"{f.name}={value!r} is not one of: {', '.join(choices)}")
-        positive = ("hidden", "truncation", "batch_size", "epochs", "cerebellum_hidden", "threads")
+        positive = (
+            "hidden",
+            "truncation",
+            "batch_size",
+            "epochs",
+            "cerebellum_hidden",
+            "threads",
+            "chain_width",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise SpecError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -189,6 +217,12 @@ class RunSpec:
             raise SpecError(
                 f"train_subset={self.train_subset} is smaller than batch_size={self.batch_size}"
             )
+
+        if self.topology == "chain":
+            if self.chain_areas < 2:
+                raise SpecError(f"chain_areas must be at least 2, got {self.chain_areas}")
+            if self.inprocess or self.ablate:
+                raise SpecError("topology chain runs as processes only, without ablations")
 
         if self.record_epochs:
             self.recorded_epochs  # noqa: B018 - parses and validates
@@ -262,11 +296,29 @@ class RunSpec:
 
     @property
     def interfaces(self) -> tuple[str, ...]:
-        """The cortical areas (one interface each) the cerebellum and olive serve."""
+        """The interfaces the cerebellum and olive serve: one per cortical area, or for a
+        chain one per boundary between areas k and k+1 (``boundary{k}``)."""
+        if self.topology == "chain":
+            return tuple(f"boundary{k}" for k in range(self.chain_areas - 1))
         return ("area0",)
 
     @property
+    def area_names(self) -> tuple[str, ...]:
+        """The cortical area processes."""
+        if self.topology == "chain":
+            return tuple(f"area{k}" for k in range(self.chain_areas))
+        return self.interfaces
+
+    @property
+    def interface_sizes(self) -> dict[str, int]:
+        """Size of the state (efference, prediction, target) at each interface."""
+        size = self.chain_width if self.topology == "chain" else self.state_size
+        return {name: size for name in self.interfaces}
+
+    @property
     def uses_cerebellum(self) -> bool:
+        if self.topology == "chain":
+            return self.chain_mode == "backward-unlocked"
         return self.model != "lstm"
 
     @property

@@ -1,0 +1,190 @@
+"""Chains of feed-forward cortical areas on MNIST (spatial DNI; DESIGN §3), socket-free.
+
+A network 784 → W → … → W → 10 (Linear + BatchNorm1d + ReLU per block, a Linear readout and
+the cross-entropy loss at the end) is split over K areas: area 0 holds the block 784 → W,
+areas 1..K-1 hold a block W → W, and the last area also holds the readout. Every area draws
+the same batch indices from the same seeded generator, so the last area reads the labels
+locally and only activities (forward) and feedback (backward) cross area boundaries.
+
+:class:`ChainArea` is one area: ``forward(x) -> h`` keeps the graph (the input is made a leaf
+that requires grad for non-first areas), ``backward(grad_h)`` (non-last areas) and
+``loss_backward(labels)`` (the last) back-propagate, clip, step the area's own Adam and
+return ∂L/∂input. :func:`train_chain_inprocess` trains the same network with true backprop
+in one graph: the numerical reference of the locked chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from areas.cortex import derived_seed, make_adam
+from orchestrator.spec import RunSpec
+from tasks.mnist_data import MnistSplits, load_mnist
+
+INPUT_SIZE = 28 * 28
+N_CLASSES = 10
+
+
+def area_names(n_areas: int) -> list[str]:
+    return [f"area{k}" for k in range(n_areas)]
+
+
+def boundary_name(k: int) -> str:
+    """The interface between area k and area k+1 (h_k, its feedback ∂L/∂h_k)."""
+    return f"boundary{k}"
+
+
+class ChainBlock(nn.Module):
+    """Linear + BatchNorm1d + ReLU, and for the last area a Linear readout to 10 classes."""
+
+    def __init__(self, input_size: int, width: int, readout: bool):
+        super().__init__()
+        self.linear = nn.Linear(input_size, width)
+        self.norm = nn.BatchNorm1d(width)
+        self.readout = nn.Linear(width, N_CLASSES) if readout else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, in) → h (B, W), or logits (B, 10) for the last area."""
+        h = F.relu(self.norm(self.linear(x)))
+        return self.readout(h) if self.readout is not None else h
+
+
+def make_block(spec: RunSpec, k: int) -> ChainBlock:
+    """Area k's block, its weights drawn from the seed's stream ``area{k}/weights``."""
+    input_size = INPUT_SIZE if k == 0 else spec.chain_width
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derived_seed(spec.seed, f"area{k}/weights"))
+        return ChainBlock(input_size, spec.chain_width, readout=k == spec.chain_areas - 1)
+
+
+def batch_order(spec: RunSpec, n_train: int) -> Iterator[torch.Tensor]:
+    """The batch indices of successive epochs: the same in every area (one seeded stream)."""
+    generator = torch.Generator().manual_seed(derived_seed(spec.seed, "chain/data"))
+    while True:
+        order = torch.randperm(n_train, generator=generator)
+        yield from (
+            order[i : i + spec.batch_size]
+            for i in range(0, n_train - spec.batch_size + 1, spec.batch_size)
+        )  # drop the last partial batch: BatchNorm needs equal, >1-sized batches
+
+
+def batches_per_epoch(spec: RunSpec, n_train: int) -> int:
+    return n_train // spec.batch_size
+
+
+def chain_data(spec: RunSpec) -> MnistSplits:
+    """The MNIST split (subset per spec), images flattened lazily by the areas."""
+    return load_mnist(spec.resolved_data_dir).subset(spec.train_subset, spec.val_subset)
+
+
+@dataclass
+class StepTiming:
+    compute_seconds: float = 0.0
+    steps: int = 0
+
+
+class ChainArea:
+    """One area of the chain: its block, optimiser, and the last forward's graph."""
+
+    def __init__(self, spec: RunSpec, k: int):
+        self.spec = spec
+        self.k = k
+        self.first = k == 0
+        self.last = k == spec.chain_areas - 1
+        self.device = torch.device(spec.device)
+        self.block = make_block(spec, k).to(self.device)
+        self.optimiser = make_adam(self.block.parameters(), spec.lr, spec)
+        self._input: torch.Tensor | None = None
+        self._output: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, in) → h (B, W) (logits for the last area); keeps the graph for backward."""
+        x = x.to(self.device)
+        if not self.first:
+            x = x.detach().requires_grad_(True)  # a leaf: ∂L/∂x is what goes upstream
+        self.block.train()
+        self._input = x
+        self._output = self.block(x)
+        return self._output.detach()
+
+    def _finish(self) -> torch.Tensor | None:
+        assert self._input is not None
+        grad_input = None if self.first else self._input.grad.detach().clone()
+        if self.spec.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.block.parameters(), self.spec.grad_clip)
+        self.optimiser.step()
+        self.optimiser.zero_grad(set_to_none=True)
+        self._input = self._output = None
+        return grad_input
+
+    def backward(self, grad_h: torch.Tensor) -> torch.Tensor | None:
+        """Back-propagate ∂L/∂h (true or synthetic), step; ∂L/∂x (None for area 0)."""
+        assert self._output is not None and not self.last, "forward first; not the last area"
+        self._output.backward(grad_h.to(self.device))
+        return self._finish()
+
+    def loss_backward(self, labels: torch.Tensor) -> tuple[float, torch.Tensor | None]:
+        """The last area: cross-entropy of the last forward, backward, step; (L, ∂L/∂x)."""
+        assert self._output is not None and self.last, "forward first; only the last area"
+        loss = F.cross_entropy(self._output, labels.to(self.device))
+        loss.backward()
+        return float(loss.detach()), self._finish()
+
+    @torch.no_grad()
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        """Evaluation-mode forward (running BatchNorm statistics), no learning."""
+        self.block.eval()
+        out = self.block(x.to(self.device))
+        self.block.train()
+        return out
+
+    def state_dict(self) -> dict:
+        return {"block": self.block.state_dict(), "optimiser": self.optimiser.state_dict()}
+
+
+def flat_images(images: torch.Tensor) -> torch.Tensor:
+    return images.reshape(images.shape[0], -1)
+
+
+def train_chain_inprocess(
+    spec: RunSpec, data: MnistSplits | None = None, steps: int | None = None
+) -> dict:
+    """True backprop across all blocks in one graph (the locked chain's reference).
+
+    Each block keeps its own Adam and its own gradient clip, exactly as the areas do.
+    Returns ``{"blocks": [state dicts], "losses": [...], "val_accuracy": float}``.
+    """
+    data = data or chain_data(spec)
+    blocks = [make_block(spec, k) for k in range(spec.chain_areas)]
+    optimisers = [make_adam(b.parameters(), spec.lr, spec) for b in blocks]
+    n_batches = batches_per_epoch(spec, data.train_images.shape[0])
+    total = steps if steps is not None else spec.epochs * n_batches
+    images = flat_images(data.train_images)
+    losses = []
+    order = batch_order(spec, data.train_images.shape[0])
+    for _ in range(total):
+        idx = next(order)
+        out = images[idx]
+        for block in blocks:
+            block.train()
+            out = block(out)
+        loss = F.cross_entropy(out, data.train_labels[idx])
+        loss.backward()
+        for block, optimiser in zip(blocks, optimisers):
+            if spec.grad_clip > 0:
+                nn.utils.clip_grad_norm_(block.parameters(), spec.grad_clip)
+            optimiser.step()
+            optimiser.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+    with torch.no_grad():
+        out = flat_images(data.val_images)
+        for block in blocks:
+            block.eval()
+            out = block(out)
+        accuracy = float((out.argmax(1) == data.val_labels).float().mean())
+    return {"blocks": [b.state_dict() for b in blocks], "losses": losses, "val_accuracy": accuracy}
