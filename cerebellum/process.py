@@ -91,7 +91,8 @@ class CerebellumShell(RegionShell):
             self.router.reject(f"unknown interface {header.interface!r}", sender)
             return
         try:
-            tensor = expect_shape(message, (None, self.spec.state_size))
+            size = self.spec.interface_sizes[header.interface]
+            tensor = expect_shape(message, (None, size))
         except ProtocolError as exc:
             self.router.reject(str(exc), sender)
             return
@@ -108,9 +109,9 @@ class CerebellumShell(RegionShell):
         self.answer_deferred()
 
     def waiting(self, interface: str, errors_expected: int) -> bool:
-        """Lockstep: errors this area caused are still on their way."""
+        """Lockstep (or a chain's lag bound): errors this area caused are still on their way."""
         return (
-            self.spec.timing == "lockstep"
+            (self.spec.timing == "lockstep" or self.spec.topology == "chain")
             and not self.olive_lesioned
             and self.core.errors_applied[interface] < errors_expected
         )

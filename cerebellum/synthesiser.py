@@ -99,7 +99,7 @@ class CerebellumCore:
                 seed = derived_seed(spec.seed, f"cerebellum/{interface}")
                 torch.manual_seed(seed)
                 synthesiser = Synthesiser(
-                    spec.state_size,
+                    spec.interface_sizes.get(interface, spec.state_size),
                     spec.cerebellum_hidden,
                     spec.cerebellum_layers,
                     spec.granule_inputs,

@@ -80,7 +80,8 @@ class OliveShell(RegionShell):
             endpoint.reject(f"unknown interface {header.interface!r}", sender)
             return
         try:
-            tensor = expect_shape(message, (None, self.spec.state_size))
+            size = self.spec.interface_sizes[header.interface]
+            tensor = expect_shape(message, (None, size))
         except ProtocolError as exc:
             endpoint.reject(str(exc), sender)
             return

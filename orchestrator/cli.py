@@ -179,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
         "r_h / r_pop_h and r_g / r_pop_g over epochs (Fig. 2e,f, S6), error vs T with seed "
         "error bars (Fig. 2d) — and a table into SWEEP/report.md.",
     )
+    bench = sub.add_parser(
+        "bench",
+        help="a benchmark (decoupling: locked vs backward-unlocked chains of areas)",
+        description="Run a benchmark; the arguments after its name go to it "
+        "(python launch.py bench decoupling --help).",
+    )
+    bench.add_argument("name", choices=BENCHMARKS, help="which benchmark")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's arguments")
     report.add_argument("sweep_dir", metavar="SWEEP_DIR", help="the sweep directory")
     report.add_argument(
         "--metric",
@@ -196,7 +204,8 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     return load_spec(args.spec, **overrides)
 
 
-COMMANDS = ("run", "ablate", "revive", "status", "stop", "resume", "sweep", "report")
+COMMANDS = ("run", "ablate", "revive", "status", "stop", "resume", "sweep", "report", "bench")
+BENCHMARKS = ("decoupling",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
     if args.command == "report":
         return command_report(args)
+    if args.command == "bench":
+        return command_bench(args)
     if args.command == "sweep":
         try:
             return command_sweep(args)
@@ -234,6 +245,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ControlError, ResumeError, DataMissingError) as exc:
         sys.stderr.write(f"launch.py {args.command}: error: {exc}\n")
         return 2
+
+
+def command_bench(args: argparse.Namespace) -> int:
+    import importlib
+
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    module = importlib.import_module(f"benchmarks.{args.name}")
+    return module.main(list(args.args))
 
 
 def command_run(spec: RunSpec) -> int:

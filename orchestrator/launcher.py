@@ -34,6 +34,7 @@ from orchestrator.spec import RunSpec
 from wire.channel import Counters, Endpoint, make_socket
 from wire.protocol import ControlHeader, Kind
 
+AREA_ROLES = ("area", "chain-area")  # roles whose processes are cortical areas
 IPC_PATH_LIMIT = 100  # sockaddr_un holds ~107 bytes
 TERMINATE_GRACE = 2.0
 
@@ -106,6 +107,8 @@ class Supervisor:
     def endpoints(self) -> dict[str, str]:
         assert self.sock_dir is not None
         names = ["orchestrator", "cerebellum", "olive"]
+        if self.spec.topology == "chain":  # each chain area binds its input side
+            names += list(self.spec.area_names)
         return {name: f"ipc://{self.sock_dir / name}.sock" for name in names}
 
     def launch(self) -> None:
@@ -113,7 +116,8 @@ class Supervisor:
         sock = make_socket(self.context, zmq.ROUTER)
         sock.bind(self.endpoints()["orchestrator"])
         self.control = Endpoint(sock, self.log, self.counters, routed=True)
-        roles = [(name, "area") for name in self.spec.interfaces]
+        area_role = "chain-area" if self.spec.topology == "chain" else "area"
+        roles = [(name, area_role) for name in self.spec.area_names]
         if self.spec.uses_cerebellum:
             roles += [("cerebellum", "cerebellum"), ("olive", "olive")]
         lesioned: list[str] = []
@@ -200,7 +204,7 @@ class Supervisor:
         )
 
     def areas(self) -> list[Region]:
-        return [r for r in self.regions.values() if r.role == "area"]
+        return [r for r in self.regions.values() if r.role in AREA_ROLES]
 
     # -- the supervision loop ---------------------------------------------------------------------
     def poll(self, timeout: float) -> None:
@@ -257,7 +261,7 @@ class Supervisor:
         elif message.kind == Kind.METRIC:
             self.run.append_metric({"region": region.name, **header.values})
             region.last_metrics.update(header.values)
-            if "epoch" in header.values and region.role == "area":
+            if "epoch" in header.values and region.role in AREA_ROLES:
                 region.epoch = int(header.values["epoch"]) + 1
         elif message.kind == Kind.CONTROL:
             self.on_report(region, header.command, header.args)
@@ -309,11 +313,11 @@ class Supervisor:
         if self.stopping:
             self.write_regions()
             return
-        if region.role == "area" and not region.done:
+        if region.role in AREA_ROLES and not region.done:
             self.write_regions()
             cause = region.error or f"exit code {region.exitcode}"
             raise RunFailed(f"area {region.name} died before finishing: {cause}")
-        if region.role != "area":
+        if region.role not in AREA_ROLES:
             if not region.lesioned:  # killed by hand or crashed: a lesion all the same
                 region.lesioned = True
                 self.log.warning("region_lost", region=region.name, exitcode=region.exitcode)
@@ -364,7 +368,7 @@ class Supervisor:
     def ablate(self, name: str, cause: str) -> str | None:
         """Kill a region's process (a live lesion); None on success, else the reason."""
         region = self.regions.get(name)
-        if region is None or region.role == "area":
+        if region is None or region.role in AREA_ROLES:
             return f"no lesionable region {name!r} (choose cerebellum or olive)"
         if not region.alive:
             return f"{name} is not running"
@@ -379,7 +383,7 @@ class Supervisor:
     def revive(self, name: str, from_checkpoint: bool) -> str | None:
         """Start a lesioned region again (fresh, or from its last checkpoint)."""
         region = self.regions.get(name)
-        if region is None or region.role == "area":
+        if region is None or region.role in AREA_ROLES:
             return f"no revivable region {name!r} (choose cerebellum or olive)"
         if region.alive:
             return f"{name} is running"

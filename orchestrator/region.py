@@ -28,10 +28,12 @@ from wire.protocol import ControlHeader, HeartbeatHeader, Kind, Message, MetricH
 
 SHELLS = {
     "area": "areas.process:AreaShell",
+    "chain-area": "areas.chain_process:ChainAreaShell",
     "cerebellum": "cerebellum.process:CerebellumShell",
     "olive": "olive.process:OliveShell",
 }
 POLL_INTERVAL = 0.1  # seconds: the longest any region sleeps between checks
+FINAL_REPORT_LINGER_MS = 500  # at exit, how long queued reports to the orchestrator may take
 
 
 class StopRequested(Exception):
@@ -181,7 +183,9 @@ class RegionShell(ABC):
         self.report("exiting", code=code)
         self.log.info("region_exit", code=code, **vars(self.counters))
         for sock in self.sockets:
-            sock.close(linger=0)
+            # the control link gets a bounded linger so the final reports (metrics, "exiting")
+            # reach the orchestrator; data links drop whatever is left
+            sock.close(linger=FINAL_REPORT_LINGER_MS if sock is self.control.sock else 0)
         self.context.term()
         self.remove_socket_files(orphaned=code == 3)
         return code

@@ -70,7 +70,7 @@ def execute_run(
 def check_task_data(spec: RunSpec) -> None:
     """Raise ``DataMissingError`` (one line: where, and how to get it) if the task's data are
     missing; with ``spec.download`` fetch them now, in this process, before any region starts."""
-    if spec.task.endswith("seqmnist"):
+    if spec.task.endswith("seqmnist") or spec.topology == "chain":
         from tasks.mnist_data import check_mnist
 
         check_mnist(spec.resolved_data_dir, download=spec.download)
@@ -104,7 +104,9 @@ def summarise(
 ) -> dict[str, Any]:
     """The run's final numbers, read back from what was recorded."""
     metrics = run.metrics()
-    area = [m for m in metrics if m.get("region") in spec.interfaces and "epoch" in m]
+    # the area whose numbers stand for the run: the only one, or the last of a chain (readout)
+    scored = spec.area_names[-1]
+    area = [m for m in metrics if m.get("region") == scored and "epoch" in m]
     olive = [m for m in metrics if m.get("region") == "olive" and "cerebellar_loss" in m]
     final = area[-1] if area else {}
     last5 = area[-5:]
@@ -114,8 +116,8 @@ def summarise(
         "status": outcome["status"],
         "reason": outcome["reason"],
         "mode": "inprocess" if spec.inprocess else "processes",
-        "task": spec.task,
-        "model": spec.model,
+        "task": spec.task if spec.topology == "single" else f"mnist-chain-K{spec.chain_areas}",
+        "model": spec.model if spec.topology == "single" else spec.chain_mode,
         "truncation": spec.truncation,
         "seed": spec.seed,
         "timing": spec.timing,

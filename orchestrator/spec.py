@@ -116,6 +116,13 @@ class RunSpec:
         "the olive as the target). Forward unlocking is not implemented.",
         CHAIN_MODES,
     )
+    chain_max_lag: int = _f(
+        3,
+        "Chain, backward-unlocked: the cerebellum answers area k's efference of batch n only "
+        "once it has applied the climbing-fibre errors of batches ≤ n − chain_max_lag at that "
+        "boundary, so a fast upstream area cannot run arbitrarily far ahead of the learning "
+        "of its synthesiser (long delays make it diverge). -1: no bound.",
+    )
 
     # --- processes ------------------------------------------------------------------------
     inprocess: bool = _f(False, "Run every region in this process (the numerical reference).")
@@ -219,6 +226,8 @@ class RunSpec:
             )
 
         if self.topology == "chain":
+            if self.chain_max_lag < -1:
+                raise SpecError(f"chain_max_lag must be ≥ -1, got {self.chain_max_lag}")
             if self.chain_areas < 2:
                 raise SpecError(f"chain_areas must be at least 2, got {self.chain_areas}")
             if self.inprocess or self.ablate:
