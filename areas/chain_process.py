@@ -89,14 +89,7 @@ class ChainAreaShell(RegionShell):
             )
         self.missing_predictions = 0
         self.efferences_sent = 0
-        self.state = "ready"
-        self.report("ready")
-        self.heartbeat(force=True)
-        self.started = False
-        while not self.started:
-            self.tick()
-            self.drain_control(0.1)
-        self.state = "training"
+        self.await_start()
         order = batch_order(spec, self.n_train)
         for epoch in range(spec.epochs):
             self.epoch = epoch
@@ -283,9 +276,7 @@ class ChainAreaShell(RegionShell):
     # -- control and saving ------------------------------------------------------------------------
     def on_control(self, message: Message) -> None:
         command = message.header.command
-        if command == "start":
-            self.started = True
-        elif command in ("lesion", "revived"):  # a missing cerebellum shows as timeouts
+        if command in ("lesion", "revived"):  # a missing cerebellum shows as timeouts
             self.log.info(f"{command}_noticed", target=message.header.args.get("target"))
         else:
             super().on_control(message)

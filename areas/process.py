@@ -175,15 +175,8 @@ class AreaShell(RegionShell):
             self.restore()
         lesioned = set(self.options.get("lesioned", ()))
         self.link = ZmqLink(self, lesioned) if self.spec.uses_cerebellum else None
-        self.state = "ready"
         self.epoch = self.core.epoch
-        self.report("ready", epoch=self.core.epoch)
-        self.heartbeat(force=True)
-        self.started = False
-        while not self.started:
-            self.tick()
-            self.drain_control(0.1)
-        self.state = "training"
+        self.await_start(epoch=self.core.epoch)
         while self.core.epoch < self.spec.epochs:
             self.epoch = self.core.epoch
             self.scheduled_lesions()
@@ -223,9 +216,7 @@ class AreaShell(RegionShell):
     def on_control(self, message) -> None:
         command = message.header.command
         region = message.header.args.get("target")
-        if command == "start":
-            self.started = True
-        elif command == "lesion" and self.link is not None and isinstance(region, str):
+        if command == "lesion" and self.link is not None and isinstance(region, str):
             self.link.lesion(region)
             self.log.info("lesion_noticed", target=region, epoch=self.core.epoch)
         elif command == "revived" and self.link is not None and isinstance(region, str):

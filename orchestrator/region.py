@@ -78,6 +78,7 @@ class RegionShell(ABC):
         self.state = "starting"
         self.epoch = 0
         self.stopping = False
+        self.started = False
         self._last_heartbeat = 0.0
 
     # -- sockets ----------------------------------------------------------------------------
@@ -123,10 +124,12 @@ class RegionShell(ABC):
             raise OrphanedError("the orchestrator is gone")
 
     def on_control(self, message: Message) -> None:
-        """React to a CONTROL message (``stop`` by default)."""
+        """React to a CONTROL message (``start`` and ``stop`` by default)."""
         header = message.header
         if header.command == "stop":
             self.stopping = True
+        elif header.command == "start":
+            self.started = True
         else:
             self.log.warning("unknown_control", command=header.command)
 
@@ -142,6 +145,16 @@ class RegionShell(ABC):
             else:
                 self.control.reject(f"unexpected {message.kind.name} on the control link")
             timeout = 0.0
+
+    def await_start(self, **ready: Any) -> None:
+        """Report ``ready`` and wait (heartbeating, obeying ``stop``) for ``start``."""
+        self.state = "ready"
+        self.report("ready", **ready)
+        self.heartbeat(force=True)
+        while not self.started:
+            self.tick()
+            self.drain_control(0.1)
+        self.state = "training"
 
     def tick(self) -> None:
         """Between units of work: heartbeat, control messages, parent check."""
