@@ -329,7 +329,7 @@ def fuzz(endpoints: list[str], per_endpoint: int, stop: threading.Event, counts:
 
 def test_fuzzed_regions_keep_serving_with_unchanged_numbers(tmp_path: Path) -> None:
     common = dict(
-        epochs=40, timing="lockstep", seed=2, runs_dir=str(tmp_path), figures=False, progress=False
+        epochs=80, timing="lockstep", seed=2, runs_dir=str(tmp_path), figures=False, progress=False
     )
     ref = execute_run(load_spec(inprocess=True, run_name="ref", **common), console=False)
     spec = load_spec(run_name="fuzzed", **common)
