@@ -32,3 +32,25 @@ def assert_no_process_left(run: Path, expected_regions: int | None = None) -> No
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert not (run / "sock").exists(), "socket folder left behind"
+
+
+def per_epoch(run: Path) -> dict[tuple[str, int], dict]:
+    """(region, epoch) → that region's metric record for the epoch."""
+    return {(r["region"], r["epoch"]): r for r in records(run / "metrics.jsonl") if "epoch" in r}
+
+
+def assert_same_losses(reference: Path, run: Path) -> dict[tuple[str, int], dict]:
+    """The area's and olive's per-epoch numbers of ``run`` equal the reference's (1e-6).
+
+    Returns the compared reference records, for further checks by the caller."""
+    want = {k: v for k, v in per_epoch(reference).items() if k[0] in ("area0", "olive")}
+    got = {k: v for k, v in per_epoch(run).items() if k[0] in ("area0", "olive")}
+    assert want.keys() == got.keys()
+    for key, record in want.items():
+        for name in ("train_loss", "val_mse", "cerebellar_loss"):
+            if name in record:
+                assert got[key][name] == pytest.approx(record[name], rel=1e-6, abs=1e-6), (
+                    key,
+                    name,
+                )
+    return want

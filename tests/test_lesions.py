@@ -14,9 +14,8 @@ from pathlib import Path
 
 import msgpack
 import numpy as np
-import pytest
 import zmq
-from conftest import assert_no_process_left, records
+from conftest import assert_no_process_left, assert_same_losses, records
 
 from orchestrator.client import send_command
 from orchestrator.runner import execute_run, resume_run
@@ -217,14 +216,6 @@ def test_ablate_and_revive_by_command(tmp_path: Path) -> None:
     assert_no_process_left(run)
 
 
-def comparable(run: Path) -> dict:
-    return {
-        (r["region"], r["epoch"]): r.get("train_loss", r.get("cerebellar_loss"))
-        for r in records(run / "metrics.jsonl")
-        if r["region"] in ("area0", "olive") and "epoch" in r
-    }
-
-
 def test_scheduled_lesions_take_the_kill_path_and_match_inprocess(tmp_path: Path) -> None:
     common = dict(
         epochs=12,
@@ -238,10 +229,7 @@ def test_scheduled_lesions_take_the_kill_path_and_match_inprocess(tmp_path: Path
     ref = execute_run(load_spec(inprocess=True, run_name="ref", **common), console=False)
     proc = execute_run(load_spec(run_name="proc", **common), console=False)
     assert proc.summary["status"] == "completed", proc.summary["reason"]
-    want, got = comparable(ref.run.path), comparable(proc.run.path)
-    assert want.keys() == got.keys()
-    for key in want:
-        assert got[key] == pytest.approx(want[key], rel=1e-6, abs=1e-6), key
+    assert_same_losses(ref.run.path, proc.run.path)
     events = records(proc.run.path / "events.jsonl")
     kills = [(e["region"], e["epoch"], e["cause"]) for e in events if e["event"] == "ablate"]
     assert kills == [("olive", 4, "scheduled"), ("cerebellum", 8, "scheduled")]
@@ -349,10 +337,7 @@ def test_fuzzed_regions_keep_serving_with_unchanged_numbers(tmp_path: Path) -> N
     fuzzer.join(30)
     assert box["outcome"].summary["status"] == "completed", box["outcome"].summary["reason"]
     assert all(counts.get(e, 0) >= 1000 for e in endpoints), counts
-    want, got = comparable(ref.run.path), comparable(run)
-    assert want.keys() == got.keys()
-    for key in want:
-        assert got[key] == pytest.approx(want[key], rel=1e-6, abs=1e-6), key
+    assert_same_losses(ref.run.path, run)
     rejected = {}
     for name in ("cerebellum", "olive", "orchestrator"):
         lines = records(run / "logs" / f"{name}.jsonl")
