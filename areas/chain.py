@@ -4,13 +4,16 @@ A network 784 → W → … → W → 10 (Linear + BatchNorm1d + ReLU per block,
 the cross-entropy loss at the end) is split over K areas: area 0 holds the block 784 → W,
 areas 1..K-1 hold a block W → W, and the last area also holds the readout. Every area draws
 the same batch indices from the same seeded generator, so the last area reads the labels
-locally and only activities (forward) and feedback (backward) cross area boundaries.
+locally and only activities (forward) and feedback (backward) cross area boundaries — or, in
+the unlocked modes, the cerebellum's predictions of them stand in (``boundary{k}``: ĝ_k =
+C(h_k); ``forward{k}``: ĥ_k = C(x) from the image x every area can read).
 
 :class:`ChainArea` is one area: ``forward(x) -> h`` keeps the graph (the input is made a leaf
 that requires grad for non-first areas), ``backward(grad_h)`` (non-last areas) and
 ``loss_backward(labels)`` (the last) back-propagate, clip, step the area's own Adam and
-return ∂L/∂input. :func:`train_chain_inprocess` trains the same network with true backprop
-in one graph: the numerical reference of the locked chain.
+return ∂L/∂input; ``discard()`` drops the graph without learning (no feedback arrived).
+:func:`train_chain_inprocess` trains the same network with true backprop in one graph: the
+numerical reference of the locked chain.
 """
 
 from __future__ import annotations
@@ -23,10 +26,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from areas.cortex import derived_seed, make_adam
-from orchestrator.spec import RunSpec
+from orchestrator.spec import (
+    BACKWARD_UNLOCKED_MODES,
+    CHAIN_INPUT_SIZE,
+    FORWARD_UNLOCKED_MODES,
+    RunSpec,
+)
 from tasks.mnist_data import MnistSplits, load_mnist
 
-INPUT_SIZE = 28 * 28
+INPUT_SIZE = CHAIN_INPUT_SIZE  # 784: a flattened MNIST image
 N_CLASSES = 10
 
 
@@ -37,6 +45,21 @@ def area_names(n_areas: int) -> list[str]:
 def boundary_name(k: int) -> str:
     """The interface between area k and area k+1 (h_k, its feedback ∂L/∂h_k)."""
     return f"boundary{k}"
+
+
+def forward_name(k: int) -> str:
+    """The forward interface of boundary k: the image x → the activity ĥ_k of area k."""
+    return f"forward{k}"
+
+
+def backward_unlocked(spec: RunSpec) -> bool:
+    """Area k steps with the cerebellum's ĝ_k instead of waiting for ∂L/∂h_k."""
+    return spec.chain_mode in BACKWARD_UNLOCKED_MODES
+
+
+def forward_unlocked(spec: RunSpec) -> bool:
+    """Area k+1 runs on the cerebellum's ĥ_k instead of waiting for h_k."""
+    return spec.chain_mode in FORWARD_UNLOCKED_MODES
 
 
 class ChainBlock(nn.Module):
@@ -127,6 +150,10 @@ class ChainArea:
         assert self._output is not None and not self.last, "forward first; not the last area"
         self._output.backward(grad_h.to(self.device))
         return self._finish()
+
+    def discard(self) -> None:
+        """Forget the last forward's graph without learning (no feedback for it arrived)."""
+        self._input = self._output = None
 
     def loss_backward(self, labels: torch.Tensor) -> tuple[float, torch.Tensor | None]:
         """The last area: cross-entropy of the last forward, backward, step; (L, ∂L/∂x)."""

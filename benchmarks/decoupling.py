@@ -1,22 +1,25 @@
-"""Wall-clock gain of decoupling: a chain of K feed-forward areas, locked vs backward-unlocked.
+"""Wall-clock gain of decoupling: a chain of K feed-forward areas, locked vs unlocked.
 
-Runs the same chain (MNIST, 784→W→…→W→10, every area its own process, ipc:// transport) once
-with ``chain_mode=locked`` (true backprop across processes) and once with
-``backward-unlocked`` (each area steps with the cerebellum's ĝ_k and moves on), on the same
-data subset, and prints per area: busy fraction (compute / wall) and step time (compute per batch, the first batch
-(warm-up) left out); per mode:
-samples/s of the last area, the ideal ratio Σ_k t_k / max_k t_k from the measured step times,
-the actual unlocked/locked throughput ratio, validation accuracy per epoch and the time to a
-target accuracy if reached. All processes share the machine's cores: with 2 cores and K ≥ 2
-areas plus a cerebellum and an olive the ideal ratio is out of reach.
+Runs the same chain (MNIST, 784→W→…→W→10, every area its own process, ipc:// transport) in
+each requested mode — ``locked`` (true backprop across processes), ``backward-unlocked`` (each
+area steps with the cerebellum's ĝ_k and moves on), ``forward-unlocked`` (area k+1 runs on the
+cerebellum's ĥ_k), ``fully-unlocked`` (both) — one after the other on the same data subset and
+seed, and prints per area: busy fraction (compute / wall) and step time (compute per batch,
+the first batch (warm-up) left out); per mode: samples/s of the last area, the ideal ratio
+Σ_k t_k / max_k t_k from the measured step times, the actual mode/locked throughput ratio,
+validation accuracy per epoch and the (training) wall-clock time to a target accuracy, and its
+ratio to the locked run's. The placement (``--pin-cores``: area k on core k; ``--area-devices
+cuda:0,cuda:1``) is printed with its notes (areas sharing cores; kernels of a shared GPU
+time-sliced). ``--json FILE`` keeps every number for figures (experiments/decoupling_vs_k.py).
 
     python benchmarks/decoupling.py --areas 2 --train-subset 6000 --epochs 2
-    python launch.py bench decoupling --areas 3
+    python launch.py bench decoupling --areas 3 --mode locked,fully-unlocked --pin-cores
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -27,9 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from orchestrator.launcher import Supervisor  # noqa: E402
 from orchestrator.logs import configure_logging  # noqa: E402
+from orchestrator.placement import plan_placement, region_names  # noqa: E402
 from orchestrator.progress import Progress  # noqa: E402
 from orchestrator.rundir import RunDirectory  # noqa: E402
-from orchestrator.spec import CHAIN_MODES, load_spec  # noqa: E402
+from orchestrator.runner import check_task_data  # noqa: E402
+from orchestrator.spec import CHAIN_MODES, SpecError, load_spec  # noqa: E402
+from tasks.mnist_data import DataMissingError  # noqa: E402
 
 FIELDS = (
     "busy fraction per area",
@@ -37,6 +43,8 @@ FIELDS = (
     "samples/s",
     "ideal ratio",
     "actual unlocked/locked",
+    "time-to-target ratio",
+    "placement",
     "val accuracy",
     "time to target",
 )
@@ -59,6 +67,10 @@ def run_chain(args: argparse.Namespace, mode: str, runs_dir: str) -> dict[str, A
         wait_timeout=args.wait_timeout,
         chain_max_lag=args.max_lag,
         seed=args.seed,
+        data_dir=args.data_dir,
+        pin_cores=args.pin_cores,
+        area_devices=args.area_devices,
+        device=args.device,
         runs_dir=runs_dir,
         run_name=f"chain-K{args.areas}-{mode}",
         figures=False,
@@ -76,7 +88,15 @@ def run_chain(args: argparse.Namespace, mode: str, runs_dir: str) -> dict[str, A
         name: [m for m in run.metrics(name) if "epoch" in m and "train_seconds" in m]
         for name in spec.area_names
     }
-    return {"mode": mode, "outcome": outcome, "wall": wall, "areas": areas, "run": run.path}
+    placement = plan_placement(spec, list(region_names(spec)))
+    return {
+        "mode": mode,
+        "outcome": outcome,
+        "wall": wall,
+        "areas": areas,
+        "run": run.path,
+        "placement": placement,
+    }
 
 
 def summarise(result: dict[str, Any], target: float) -> dict[str, Any]:
@@ -106,6 +126,9 @@ def summarise(result: dict[str, Any], target: float) -> dict[str, Any]:
         "missing_predictions": sum(
             m.get("missing_predictions", 0) for ms in areas.values() for m in ms
         ),
+        "skipped_batches": sum(m.get("skipped_batches", 0) for ms in areas.values() for m in ms),
+        "placement": result["placement"].describe(),
+        "placement_notes": list(result["placement"].notes),
     }
 
 
@@ -113,18 +136,38 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
+def ratios(summaries: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """Each non-locked mode against the locked run: throughput and time-to-target ratios."""
+    locked = summaries.get("locked")
+    out: dict[str, dict[str, float | None]] = {}
+    if locked is None:
+        return out
+    for mode, s in summaries.items():
+        if mode == "locked":
+            continue
+        throughput = (
+            s["samples_per_s"] / locked["samples_per_s"] if locked["samples_per_s"] > 0 else None
+        )
+        ttt = None
+        if s["time_to_target"] and locked["time_to_target"]:
+            ttt = s["time_to_target"] / locked["time_to_target"]
+        out[mode] = {"throughput": throughput, "time_to_target": ttt}
+    return out
+
+
 def report(args: argparse.Namespace, summaries: dict[str, dict[str, Any]]) -> str:
     lines = [
         f"decoupling benchmark: K={args.areas} areas, width {args.width}, "
         f"{args.train_subset} training images, {args.epochs} epoch(s), batch {args.batch}, "
-        f"max lag {args.max_lag}, "
-        f"ipc://, every area its own process (cores are shared)"
+        f"max lag {args.max_lag}, ipc://, every area its own process"
     ]
     for mode, s in summaries.items():
         lines.append(
             f"[{mode}] status={s['status']} wall={s['wall']:.1f}s"
             + (f" reason={s['reason']}" if s["reason"] else "")
         )
+        pinned = "pinned" if args.pin_cores else "not pinned"
+        lines.append(f"  placement ({pinned}): " + s["placement"].replace("\n", "\n  "))
         for name in s["busy"]:
             lines.append(
                 f"  {name}: busy fraction {s['busy'][name]:.3f}, "
@@ -138,16 +181,36 @@ def report(args: argparse.Namespace, summaries: dict[str, dict[str, Any]]) -> st
         lines.append(f"  time to target accuracy {args.target:.2f}: {ttt}")
         if mode != "locked":
             lines.append(f"  missing predictions: {s['missing_predictions']}")
-    if "locked" in summaries and "backward-unlocked" in summaries:
-        locked, unlocked = summaries["locked"], summaries["backward-unlocked"]
-        ratio = (
-            unlocked["samples_per_s"] / locked["samples_per_s"]
-            if locked["samples_per_s"] > 0
-            else float("nan")
-        )
-        lines.append(f"actual unlocked/locked throughput ratio: {ratio:.3f}")
-        lines.append(f"ideal ratio (from the locked run's step times): {locked['ideal_ratio']:.3f}")
+            if s["skipped_batches"]:
+                lines.append(f"  skipped batches: {s['skipped_batches']}")
+    if "locked" in summaries:
+        ideal = summaries["locked"]["ideal_ratio"]
+        lines.append(f"ideal ratio (from the locked run's step times): {ideal:.3f}")
+        for mode, r in ratios(summaries).items():
+            thr = "n/a" if r["throughput"] is None else f"{r['throughput']:.3f}"
+            ttt = (
+                "n/a (target not reached)"
+                if r["time_to_target"] is None
+                else (f"{r['time_to_target']:.3f}")
+            )
+            lines.append(f"actual unlocked/locked throughput ratio ({mode}): {thr}")
+            lines.append(f"time-to-target ratio ({mode}/locked): {ttt}")
     return "\n".join(lines)
+
+
+def parse_modes(text: str) -> tuple[str, ...]:
+    """``'all'`` or a comma-separated list of chain modes (each checked)."""
+    if text in ("all", "both"):  # 'both': the name of the default before forward modes
+        return CHAIN_MODES
+    modes = tuple(m.strip() for m in text.split(",") if m.strip())
+    for mode in modes:
+        if mode not in CHAIN_MODES:
+            raise argparse.ArgumentTypeError(
+                f"{mode!r} is not a chain mode ({', '.join(CHAIN_MODES)})"
+            )
+    if not modes:
+        raise argparse.ArgumentTypeError("no mode given")
+    return modes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -155,9 +218,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--areas", type=int, default=2, help="K areas in the chain")
     parser.add_argument(
         "--mode",
-        choices=("both", *CHAIN_MODES),
-        default="both",
-        help="which mode(s) to run (default: both, side by side)",
+        type=parse_modes,
+        default=CHAIN_MODES,
+        help="comma-separated modes to run side by side, or 'all' (default): "
+        + ", ".join(CHAIN_MODES),
     )
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--train-subset", type=int, default=6000)
@@ -176,13 +240,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--target", type=float, default=0.9, help="target validation accuracy")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--pin-cores", action="store_true", help="pin area k to CPU core k (round-robin)"
+    )
+    parser.add_argument(
+        "--area-devices",
+        default="",
+        help="comma-separated torch devices for the areas, round-robin (e.g. cuda:0,cuda:1)",
+    )
+    parser.add_argument("--device", default="cpu", help="device of the cerebellum and olive")
+    parser.add_argument(
+        "--data-dir", default="", help="folder holding MNIST/raw (default: $CCDNI_DATA, ./data)"
+    )
     parser.add_argument("--runs-dir", default="", help="keep the runs here (default: temporary)")
+    parser.add_argument("--json", default="", help="also write every number to this JSON file")
     return parser.parse_args(argv)
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Run the requested modes one after the other; their summaries by mode."""
-    modes = CHAIN_MODES if args.mode == "both" else (args.mode,)
+    modes = args.mode
+    probe = load_spec(
+        topology="chain",
+        chain_areas=args.areas,
+        pin_cores=args.pin_cores,
+        area_devices=args.area_devices,
+        device=args.device,
+        data_dir=args.data_dir,
+    )
+    check_task_data(probe)  # missing MNIST or an impossible placement fail before any run
+    plan_placement(probe, list(region_names(probe)))
     with tempfile.TemporaryDirectory(prefix="ccdni-bench-") as tmp:
         runs_dir = args.runs_dir or tmp
         return {mode: summarise(run_chain(args, mode, runs_dir), args.target) for mode in modes}
@@ -190,9 +277,23 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    summaries = run_benchmark(args)
+    try:
+        summaries = run_benchmark(args)
+    except (SpecError, DataMissingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(report(args, summaries))
+    if args.json:
+        Path(args.json).write_text(json.dumps(to_json(args, summaries), indent=1))
     return 0 if all(s["status"] == "completed" for s in summaries.values()) else 1
+
+
+def to_json(args: argparse.Namespace, summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "args": {k: v for k, v in vars(args).items()},
+        "modes": summaries,
+        "ratios": ratios(summaries),
+    }
 
 
 if __name__ == "__main__":

@@ -6,6 +6,12 @@ arrive from the olive. Under ``lockstep`` an efference (or a ``barrier`` request
 only once every error the area has caused so far has been applied, so the run is
 deterministic. With the olive lesioned no error comes any more: the cerebellum keeps answering
 with frozen weights.
+
+A chain's areas use the same deferral with a window (``errors_expected`` = efferences sent on
+the interface − ``chain_max_lag``). Its count cannot survive an olive lesion (errors in flight
+are lost), so for a chain a revived olive starts a new count: ``errors_applied`` restarts at
+zero (the areas restart theirs on the same notice) and requests deferred under the old count
+are answered at once.
 """
 
 from __future__ import annotations
@@ -90,8 +96,9 @@ class CerebellumShell(RegionShell):
         if header.interface not in self.core.synthesisers:
             self.router.reject(f"unknown interface {header.interface!r}", sender)
             return
-        try:
-            size = self.spec.interface_sizes[header.interface]
+        try:  # an efference has the synthesiser's input size, an error its output size
+            input_size, output_size = self.spec.interface_io[header.interface]
+            size = input_size if kind == Kind.EFFERENCE else output_size
             tensor = expect_shape(message, (None, size))
         except ProtocolError as exc:
             self.router.reject(str(exc), sender)
@@ -116,21 +123,22 @@ class CerebellumShell(RegionShell):
             and self.core.errors_applied[interface] < errors_expected
         )
 
-    def answer_deferred(self) -> None:
-        """Answer every request whose lockstep condition holds (all, outside lockstep)."""
+    def answer_deferred(self, waive: bool = False) -> None:
+        """Answer every request whose lockstep condition holds (all, outside lockstep, or
+        with ``waive``)."""
         still = []
         for sender, message, state in self.deferred:
             header = message.header
             if state is None:  # a barrier
                 args = header.args
-                if self.waiting(args["interface"], args["errors_expected"]):
+                if not waive and self.waiting(args["interface"], args["errors_expected"]):
                     still.append((sender, message, state))
                 else:
                     self.router.send(
                         ControlHeader(command="barrier_ok", region=self.name), to=sender
                     )
                 continue
-            if self.waiting(header.interface, header.errors_expected):
+            if not waive and self.waiting(header.interface, header.errors_expected):
                 still.append((sender, message, state))
                 continue
             prediction = self.core.predict(header.interface, header.ids, state)
@@ -153,6 +161,10 @@ class CerebellumShell(RegionShell):
             pass
         elif command == "revived" and region == "olive":
             self.olive_lesioned = False
+            if self.spec.topology == "chain":  # a new error count (see the module docstring)
+                self.core.errors_applied = dict.fromkeys(self.core.errors_applied, 0)
+                self.answer_deferred(waive=True)
+                self.log.info("olive_revival_noticed", epoch=self.epoch)
         elif command in ("lesion", "revived"):
             pass
         else:

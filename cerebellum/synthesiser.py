@@ -3,7 +3,9 @@
 C maps an area's efference copy s (B, 2H) — mossy-fibre input — through M granule units
 (ReLU), optionally a second hidden layer, to the predicted feedback ĝ (B, 2H) at the
 cerebellar nuclei. The output layer's weight and bias start at zero so that predictions start
-at zero, as in the paper and in Jaderberg et al. (2017).
+at zero, as in the paper and in Jaderberg et al. (2017). Input and output sizes may differ:
+a chain's forward synthesiser maps the image x (B, 784) to the predicted activity ĥ_k (B, W)
+(forward DNI, the cerebellar inverse model); the spec's ``interface_io`` gives both sizes.
 
 Sparse cerebellum (sCC-DNI): every granule unit receives exactly K of the 2H inputs, chosen at
 random without replacement; the connectivity mask is fixed for the whole run and applied in the
@@ -37,38 +39,40 @@ def granule_connectivity(
 
 
 class Synthesiser(nn.Module):
-    """C: efference (B, 2H) → predicted feedback (B, 2H)."""
+    """C: efference (B, N_in) → prediction (B, N_out); N_in = N_out = 2H for feedback."""
 
     def __init__(
         self,
-        state_size: int,
+        input_size: int,
         n_granule: int,
         layers: int = 1,
         granule_inputs: int | None = None,
         generator: torch.Generator | None = None,
+        output_size: int | None = None,
     ):
         super().__init__()
-        self.granule = nn.Linear(state_size, n_granule)  # mossy fibres → granule cells
+        output_size = input_size if output_size is None else output_size
+        self.granule = nn.Linear(input_size, n_granule)  # mossy fibres → granule cells
         self.deep = nn.Linear(n_granule, n_granule) if layers == 2 else None
-        self.nuclei = nn.Linear(n_granule, state_size)  # → cerebellar nuclei: the prediction
+        self.nuclei = nn.Linear(n_granule, output_size)  # → cerebellar nuclei: the prediction
         nn.init.zeros_(self.nuclei.weight)  # zero output weight and bias, as in the paper
         nn.init.zeros_(self.nuclei.bias)
         if granule_inputs is not None:
-            mask = granule_connectivity(n_granule, state_size, granule_inputs, generator)
+            mask = granule_connectivity(n_granule, input_size, granule_inputs, generator)
             with torch.no_grad():
                 self.granule.weight.mul_(mask)
         else:
-            mask = torch.ones(n_granule, state_size)
-        self.register_buffer("connectivity", mask)  # (M, 2H), fixed for the run
+            mask = torch.ones(n_granule, input_size)
+        self.register_buffer("connectivity", mask)  # (M, N_in), fixed for the run
         self.sparse = granule_inputs is not None
 
     def forward(self, efference: torch.Tensor) -> torch.Tensor:
-        """efference (B, 2H) → prediction (B, 2H)."""
+        """efference (B, N_in) → prediction (B, N_out)."""
         weight = self.granule.weight * self.connectivity if self.sparse else self.granule.weight
         granule = F.relu(F.linear(efference, weight, self.granule.bias))  # (B, M)
         if self.deep is not None:
             granule = F.relu(self.deep(granule))  # (B, M)
-        return self.nuclei(granule)  # (B, 2H)
+        return self.nuclei(granule)  # (B, N_out)
 
     def inputs_per_granule(self) -> torch.Tensor:
         """(M,) number of non-zero input weights of each granule unit."""
@@ -86,6 +90,8 @@ class CerebellumCore:
     MAX_OUTSTANDING = 1024  # efferences kept per interface while waiting for their errors
 
     def __init__(self, spec: RunSpec, interfaces: list[str], learning: bool = True):
+        """One synthesiser per interface, sized by ``spec.interface_io`` ((2H, 2H) for a name
+        it does not list); a chain's forward{k} synthesisers are always dense."""
         self.spec = spec
         self.device = torch.device(spec.device)
         self.synthesisers: dict[str, Synthesiser] = {}
@@ -98,12 +104,17 @@ class CerebellumCore:
             with torch.random.fork_rng(devices=[]):
                 seed = derived_seed(spec.seed, f"cerebellum/{interface}")
                 torch.manual_seed(seed)
+                input_size, output_size = spec.interface_io.get(
+                    interface, (spec.state_size, spec.state_size)
+                )
+                forward_model = interface.startswith("forward")  # ĥ = C(x): dense
                 synthesiser = Synthesiser(
-                    spec.interface_sizes.get(interface, spec.state_size),
+                    input_size,
                     spec.cerebellum_hidden,
                     spec.cerebellum_layers,
-                    spec.granule_inputs,
+                    None if forward_model else spec.granule_inputs,
                     torch.Generator().manual_seed(seed + 1),
+                    output_size=output_size,
                 ).to(self.device)
             self.synthesisers[interface] = synthesiser
             self.optimisers[interface] = make_adam(
@@ -114,7 +125,8 @@ class CerebellumCore:
 
     @torch.no_grad()
     def predict(self, interface: str, ids: StepId, efference: torch.Tensor) -> torch.Tensor:
-        """ĝ = C(s) for the efference copy ``s``; remembers ``s`` until its error arrives."""
+        """ĝ = C(s) (or ĥ = C(x)) for the efference copy ``s`` (B, N_in) → (B, N_out);
+        remembers ``s`` until its error arrives."""
         efference = efference.to(self.device)
         prediction = self.synthesisers[interface](efference)
         pending = self.outstanding[interface]

@@ -2,7 +2,13 @@
 
 It binds a ROUTER for targets from the areas and connects a DEALER (identity ``olive``) to the
 cerebellum, through which predictions arrive and climbing-fibre errors leave. It says hello to
-the cerebellum with heartbeats, and reports the mean cerebellar loss of each epoch.
+the cerebellum with heartbeats, and reports the mean cerebellar loss of each epoch (for a chain
+also per interface: ``cerebellar_loss/boundary0``, ``cerebellar_loss/forward0``, …).
+
+Each area tells the olive when it has sent all targets of an epoch (CONTROL ``epoch_end``,
+after them on the same link); ``args["interfaces"]`` names the interfaces it sent targets for
+(default: the sender's identity, a single area's interface). Once every interface has ended
+an epoch, that epoch is reported.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ class OliveShell(RegionShell):
         self.targets = self.bind(zmq.ROUTER, self.endpoints["olive"])
         self.cerebellum = self.connect(zmq.DEALER, self.endpoints["cerebellum"], identity="olive")
         self.reported_through = -1  # epochs up to this one have been reported
-        self.ended: dict[str, int] = {}  # last epoch each area said it finished
+        self.ended: dict[str, int] = {}  # last epoch each interface's target sender finished
         self.pending_report: int | None = None  # finished epoch not reported yet
         if self.options.get("resume") and self.run.checkpoint_path(self.name).exists():
             saved = torch.load(self.run.checkpoint_path(self.name), weights_only=False)
@@ -79,8 +85,8 @@ class OliveShell(RegionShell):
         if header.interface not in self.spec.interfaces:
             endpoint.reject(f"unknown interface {header.interface!r}", sender)
             return
-        try:
-            size = self.spec.interface_sizes[header.interface]
+        try:  # predictions and targets both have the synthesiser's output size
+            _, size = self.spec.interface_io[header.interface]
             tensor = expect_shape(message, (None, size))
         except ProtocolError as exc:
             endpoint.reject(str(exc), sender)
@@ -103,14 +109,18 @@ class OliveShell(RegionShell):
     def on_epoch_end(self, sender: str | None, message: Message) -> None:
         """An area sent all targets of an epoch: once every area has, report that epoch."""
         epoch = message.header.args.get("epoch")
+        interfaces = message.header.args.get("interfaces", [sender])
         if (
             message.header.command != "epoch_end"
-            or sender not in self.spec.interfaces
+            or not isinstance(interfaces, list)
+            or not interfaces
+            or any(name not in self.spec.interfaces for name in interfaces)
             or not isinstance(epoch, int)
         ):
             self.targets.reject("malformed epoch_end", sender)
             return
-        self.ended[sender] = max(self.ended.get(sender, -1), epoch)
+        for name in interfaces:
+            self.ended[name] = max(self.ended.get(name, -1), epoch)
         if len(self.ended) < len(self.spec.interfaces):
             return
         finished = min(self.ended.values())
@@ -130,7 +140,7 @@ class OliveShell(RegionShell):
     def report_epochs(self, before: int) -> None:
         """Report each finished epoch's cerebellar loss; forget stale unpaired items."""
         for epoch in range(self.reported_through + 1, before):
-            summary = self.core.epoch_summary(epoch)
+            summary = self.core.epoch_summary(epoch, per_interface=self.spec.topology == "chain")
             if summary is not None:
                 self.metric(summary)
         for epoch in [

@@ -27,6 +27,7 @@ from typing import Any
 
 import zmq
 
+from orchestrator.placement import PlacementPlan, plan_placement
 from orchestrator.progress import Progress
 from orchestrator.region import region_main
 from orchestrator.rundir import RunDirectory
@@ -95,6 +96,7 @@ class Supervisor:
         self.progress = progress
         self.resume_epoch = resume_epoch  # set when continuing from checkpoints
         self.regions: dict[str, Region] = {}
+        self.placement = PlacementPlan({})
         self.context = zmq.Context()
         self.sock_dir: Path | None = None
         self.control: Endpoint | None = None
@@ -124,6 +126,9 @@ class Supervisor:
         if self.resume_epoch is not None:  # lesions scheduled before the resume point stay
             lesioned = [r for r, e in self.spec.ablation_schedule if e < self.resume_epoch]
         options = {"resume": self.resume_epoch is not None, "lesioned": lesioned}
+        self.placement = plan_placement(self.spec, [name for name, _ in roles])
+        self.run.append_event("placement", **self.placement.to_dict())
+        self.log.info("placement", **self.placement.to_dict())
         for name, role in roles:
             if name in lesioned:
                 self.regions[name] = Region(
@@ -149,7 +154,7 @@ class Supervisor:
                     str(self.run.path),
                     self.endpoints(),
                     os.getpid(),
-                    options,
+                    {**options, "placement": self.placement.regions[name].to_dict()},
                 ),
                 name=f"ccdni-{name}",
             )

@@ -21,6 +21,7 @@ from typing import Any
 import zmq
 
 from orchestrator.logs import configure_logging
+from orchestrator.placement import apply_placement
 from orchestrator.rundir import RunDirectory
 from orchestrator.spec import RunSpec
 from wire.channel import Counters, Endpoint, make_socket
@@ -69,6 +70,11 @@ class RegionShell(ABC):
         self.options = dict(options or {})  # resume, lesioned, from_checkpoint
         self.log = configure_logging(
             name, self.run.log_path(name), spec.log_level, run=self.run.path.name, pid=os.getpid()
+        )
+        self.log.info(
+            "placed",
+            device=spec.device,
+            cores=sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         )
         self.counters = Counters()
         self.context = zmq.Context()
@@ -230,6 +236,10 @@ def region_main(
     # Ctrl-C and a closed terminal are the orchestrator's to handle (staged shutdown)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    placement = (options or {}).get("placement")
+    apply_placement(placement)  # the cores first: everything after runs where planned
+    if placement and placement["device"] != spec_dict["device"]:
+        spec_dict = {**spec_dict, "device": placement["device"]}  # this region's device
     module, _, cls = SHELLS[role].partition(":")
     shell_cls = getattr(importlib.import_module(module), cls)
     shell = shell_cls(name, RunSpec(**spec_dict), run_path, endpoints, parent_pid, options)

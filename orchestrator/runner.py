@@ -12,6 +12,7 @@ from typing import Any
 from orchestrator.figures import draw_run
 from orchestrator.launcher import Supervisor
 from orchestrator.logs import configure_logging
+from orchestrator.placement import plan_placement, region_names
 from orchestrator.progress import Progress
 from orchestrator.rundir import RunDirectory
 from orchestrator.spec import RunSpec
@@ -35,6 +36,8 @@ def execute_run(
     :class:`tasks.mnist_data.DataMissingError` is raised before anything is created or spawned.
     """
     check_task_data(spec)
+    if not spec.inprocess:  # an impossible placement (a missing GPU) fails before anything
+        plan_placement(spec, list(region_names(spec)))
     run = run or RunDirectory.create(spec)
     log = configure_logging(
         "orchestrator",

@@ -28,7 +28,10 @@ MODELS = ("lstm", "cc-dni", "scc-dni")
 TIMINGS = ("lockstep", "wait", "stale")
 UPDATES = ("truncation", "sequence")
 TOPOLOGIES = ("single", "chain")
-CHAIN_MODES = ("locked", "backward-unlocked")
+CHAIN_MODES = ("locked", "backward-unlocked", "forward-unlocked", "fully-unlocked")
+BACKWARD_UNLOCKED_MODES = ("backward-unlocked", "fully-unlocked")  # ĝ_k from the cerebellum
+FORWARD_UNLOCKED_MODES = ("forward-unlocked", "fully-unlocked")  # ĥ_k from the cerebellum
+CHAIN_INPUT_SIZE = 28 * 28  # a chain's network input x: a flattened MNIST image
 LESIONABLE = ("cerebellum", "olive")
 
 
@@ -111,17 +114,23 @@ class RunSpec:
     chain_width: int = _f(256, "Chain: width W of every hidden block (the boundary size).")
     chain_mode: str = _f(
         "locked",
-        "Chain: 'locked' (area k waits for ∂L/∂h_k from area k+1) or 'backward-unlocked' "
-        "(area k uses the cerebellum's ĝ_k and moves on; area k+1 sends the true ∂L/∂h_k to "
-        "the olive as the target). Forward unlocking is not implemented.",
+        "Chain: 'locked' (area k+1 waits for h_k from area k, area k for ∂L/∂h_k from area "
+        "k+1: true backprop); 'backward-unlocked' (area k uses the cerebellum's ĝ_k = "
+        "C(h_k) and moves on; area k+1 sends the true ∂L/∂h_k to the olive as the target); "
+        "'forward-unlocked' (area k+1 runs on the cerebellum's ĥ_k = C(x) from the image x "
+        "instead of waiting for h_k; area k sends h_k to the olive as the target and still "
+        "waits for ∂L/∂ĥ_k from area k+1); 'fully-unlocked' (both: no training-time message "
+        "between areas). Validation always runs the true chain h_0 → h_1 → ….",
         CHAIN_MODES,
     )
     chain_max_lag: int = _f(
         3,
-        "Chain, backward-unlocked: the cerebellum answers area k's efference of batch n only "
-        "once it has applied the climbing-fibre errors of batches ≤ n − chain_max_lag at that "
-        "boundary, so a fast upstream area cannot run arbitrarily far ahead of the learning "
-        "of its synthesiser (long delays make it diverge). -1: no bound.",
+        "Chain, unlocked modes: the cerebellum answers an area's efference of batch n (h_k "
+        "on boundary{k}, or x on forward{k}) only once it has applied the climbing-fibre "
+        "errors of batches ≤ n − chain_max_lag on that interface, so a fast area cannot run "
+        "arbitrarily far ahead of the learning of its synthesiser (long delays make it "
+        "diverge) nor of the area whose activity ĥ stands for. -1: no such bound (an area "
+        "still runs at most 64 batches ahead of the next one).",
     )
 
     # --- processes ------------------------------------------------------------------------
@@ -142,6 +151,17 @@ class RunSpec:
     stop_deadline: float = _f(10.0, "Seconds a region gets to exit after 'stop' before SIGTERM.")
     threads: int = _f(1, "Intra-op threads per process (two cores are shared by all regions).")
     device: str = _f("cpu", "Torch device of every region ('cpu', 'cuda', 'cuda:1').")
+    area_devices: str = _f(
+        "",
+        "Comma-separated torch devices for the area processes, round-robin (area k gets entry "
+        "k mod n), e.g. 'cuda:0,cuda:1'; the cerebellum and olive keep `device`. Empty: "
+        "`device` everywhere. More areas than GPUs: areas share a GPU (kernels time-sliced).",
+    )
+    pin_cores: bool = _f(
+        False,
+        "Pin area k to CPU core k mod C (of the C cores this process may use); the cerebellum "
+        "and olive share the cores left over, or float over all when none are left.",
+    )
 
     # --- outputs ----------------------------------------------------------------------------
     runs_dir: str = _f("runs", "Parent folder of run directories.")
@@ -230,15 +250,17 @@ class RunSpec:
                 raise SpecError(f"chain_max_lag must be ≥ -1, got {self.chain_max_lag}")
             if self.chain_areas < 2:
                 raise SpecError(f"chain_areas must be at least 2, got {self.chain_areas}")
-            if self.inprocess or self.ablate:
-                raise SpecError("topology chain runs as processes only, without ablations")
+            if self.inprocess:
+                raise SpecError("topology chain runs as processes only")
+            if self.ablate and not self.uses_cerebellum:
+                raise SpecError("ablate: chain_mode locked has no cerebellum or olive to lesion")
 
         if self.record_epochs:
             self.recorded_epochs  # noqa: B018 - parses and validates
 
         if self.ablate:
             for _region, epoch in self.ablation_schedule:
-                if self.model == "lstm":
+                if self.topology == "single" and self.model == "lstm":
                     raise SpecError("ablate: model lstm has no cerebellum or olive to lesion")
                 if epoch >= self.epochs:
                     raise SpecError(f"ablate: epoch {epoch} is not before epochs={self.epochs}")
@@ -306,9 +328,17 @@ class RunSpec:
     @property
     def interfaces(self) -> tuple[str, ...]:
         """The interfaces the cerebellum and olive serve: one per cortical area, or for a
-        chain one per boundary between areas k and k+1 (``boundary{k}``)."""
+        chain one per boundary between areas k and k+1: ``boundary{k}`` (ĝ_k from h_k; the
+        backward-unlocked modes, and locked, where nothing serves it) and ``forward{k}``
+        (ĥ_k from the image x; the forward-unlocked modes)."""
         if self.topology == "chain":
-            return tuple(f"boundary{k}" for k in range(self.chain_areas - 1))
+            boundaries = range(self.chain_areas - 1)
+            backward = self.chain_mode in BACKWARD_UNLOCKED_MODES or self.chain_mode == "locked"
+            forward = self.chain_mode in FORWARD_UNLOCKED_MODES
+            return tuple(
+                [f"boundary{k}" for k in boundaries if backward]
+                + [f"forward{k}" for k in boundaries if forward]
+            )
         return ("area0",)
 
     @property
@@ -319,15 +349,27 @@ class RunSpec:
         return self.interfaces
 
     @property
+    def interface_io(self) -> dict[str, tuple[int, int]]:
+        """(input, output) size of each interface's synthesiser: the efference it reads and
+        the prediction (= target, climbing-fibre error) it writes. Single area: (2H, 2H);
+        chain: boundary{k} (W, W), forward{k} (784, W)."""
+        if self.topology == "chain":
+            width = self.chain_width
+            return {
+                name: (CHAIN_INPUT_SIZE if name.startswith("forward") else width, width)
+                for name in self.interfaces
+            }
+        return {name: (self.state_size, self.state_size) for name in self.interfaces}
+
+    @property
     def interface_sizes(self) -> dict[str, int]:
-        """Size of the state (efference, prediction, target) at each interface."""
-        size = self.chain_width if self.topology == "chain" else self.state_size
-        return {name: size for name in self.interfaces}
+        """Output size (prediction, target, error) at each interface: see interface_io."""
+        return {name: io[1] for name, io in self.interface_io.items()}
 
     @property
     def uses_cerebellum(self) -> bool:
         if self.topology == "chain":
-            return self.chain_mode == "backward-unlocked"
+            return self.chain_mode != "locked"
         return self.model != "lstm"
 
     @property

@@ -1,18 +1,28 @@
 """Chains of feed-forward areas (spatial DNI): locked = true backprop; unlocked learns; the
-decoupling benchmark prints all its fields."""
+forward synthesiser ĥ = C(x) learns from climbing-fibre errors and stands in for h; a lesioned
+cerebellum never stalls an unlocked chain; the decoupling benchmark prints all its fields."""
 
 from __future__ import annotations
 
+import copy
+import time
+
+import pytest
 import torch
-from conftest import assert_no_process_left
+from conftest import assert_no_process_left, records
+from torch import nn
 
 from areas.chain import ChainArea, batch_order, chain_data, flat_images, train_chain_inprocess
+from areas.cortex import make_adam
 from benchmarks import decoupling
+from cerebellum.synthesiser import CerebellumCore
+from olive.comparator import InferiorOlive
 from orchestrator.launcher import Supervisor
 from orchestrator.logs import configure_logging
 from orchestrator.progress import Progress
 from orchestrator.rundir import RunDirectory
-from orchestrator.spec import load_spec
+from orchestrator.spec import SpecError, load_spec
+from wire.ids import StepId
 
 STEPS = 3
 
@@ -135,3 +145,183 @@ def test_bench_subcommand_reaches_the_benchmark(capsys):
         main(["bench", "decoupling", "--help"])
     assert exit_info.value.code == 0
     assert "--areas" in capsys.readouterr().out
+
+
+# -- forward and full unlocking ------------------------------------------------------------------
+def test_spec_interfaces_per_chain_mode(tmp_path):
+    sizes = {
+        "locked": {"boundary0": (32, 32), "boundary1": (32, 32)},
+        "backward-unlocked": {"boundary0": (32, 32), "boundary1": (32, 32)},
+        "forward-unlocked": {"forward0": (784, 32), "forward1": (784, 32)},
+        "fully-unlocked": {
+            "boundary0": (32, 32),
+            "boundary1": (32, 32),
+            "forward0": (784, 32),
+            "forward1": (784, 32),
+        },
+    }
+    for mode, io in sizes.items():
+        spec = chain_spec(tmp_path, chain_areas=3, chain_mode=mode)
+        assert spec.interface_io == io and set(spec.interfaces) == set(io), mode
+        assert spec.interface_sizes == {name: out for name, (_, out) in io.items()}
+        assert spec.uses_cerebellum == (mode != "locked")
+    single = load_spec(hidden=7)
+    assert single.interface_io == {"area0": (14, 14)} and single.interface_sizes == {"area0": 14}
+    assert chain_spec(tmp_path, chain_mode="fully-unlocked", ablate="olive@epoch=0").ablate
+    with pytest.raises(SpecError, match="locked has no cerebellum"):
+        chain_spec(tmp_path, ablate="cerebellum@epoch=0")
+    with pytest.raises(SpecError, match="processes only"):
+        chain_spec(tmp_path, inprocess=True)
+
+
+def test_forward_synthesiser_learns_activity_as_autograd_of_the_mse(tmp_path):
+    """forward0: x (B, 784) → ĥ_0 (B, W), zero at first; trained through the olive's
+    climbing-fibre errors on (x, h_0) pairs it takes exactly the Adam step of autograd on
+    L_C = mean_b ||ĥ − h||², and the MSE on a fixed batch falls."""
+    spec = chain_spec(
+        tmp_path, chain_mode="fully-unlocked", cerebellum_hidden=64, cerebellum_lr=3e-3
+    )
+    core = CerebellumCore(spec, list(spec.interfaces))
+    synthesiser = core.synthesisers["forward0"]
+    assert synthesiser.granule.in_features == 784 and synthesiser.nuclei.out_features == 32
+    data = chain_data(spec)
+    x = flat_images(data.train_images)[:50]  # (B, 784)
+    h = ChainArea(spec, 0).forward(x)  # (B, W): the target area 0 would send
+    olive = InferiorOlive()
+    reference = copy.deepcopy(synthesiser)
+    reference_adam = make_adam(reference.parameters(), spec.cerebellar_lr, spec)
+    losses = []
+    for step in range(40):
+        ids = StepId(0, step, 0)
+        prediction = core.predict("forward0", ids, x)  # (B, W)
+        if step == 0:
+            assert torch.equal(prediction, torch.zeros(50, 32)), "ĥ starts at zero"
+        assert olive.receive_target("forward0", ids, h) is None
+        fibre = olive.receive_prediction("forward0", ids, prediction)
+        assert fibre is not None and fibre.interface == "forward0"
+        losses.append(fibre.loss)
+        assert core.learn("forward0", ids, fibre.error)
+        loss = ((reference(x) - h) ** 2).sum(dim=1).mean()  # autograd reference
+        assert loss.item() == pytest.approx(fibre.loss, rel=1e-5)
+        loss.backward()
+        nn.utils.clip_grad_norm_(reference.parameters(), spec.grad_clip)
+        reference_adam.step()
+        reference_adam.zero_grad(set_to_none=True)
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(synthesiser.state_dict()[name], value, msg=name)
+    assert core.errors_applied["forward0"] == 40
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def unlocked_spec(tmp_path, mode: str, **changes):
+    values = dict(
+        chain_mode=mode,
+        chain_width=64,
+        train_subset=3000,
+        val_subset=500,
+        epochs=2,
+        lr=1e-3,
+        cerebellum_hidden=512,
+        cerebellum_lr=3e-3,
+        run_name=mode,
+    )
+    values.update(changes)
+    return chain_spec(tmp_path, **values)
+
+
+def olive_epochs(run: RunDirectory) -> list[dict]:
+    return [m for m in run.metrics("olive") if "epoch" in m and "cerebellar_loss" in m]
+
+
+def r_squared(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    """1 − Σ(ĥ − h)² / Σ(h − mean h)²: the share of h's variance the prediction explains."""
+    residual = ((prediction - target) ** 2).sum()
+    return float(1 - residual / ((target - target.mean(dim=0)) ** 2).sum())
+
+
+@pytest.mark.parametrize("mode", ["forward-unlocked", "fully-unlocked"])
+def test_forward_unlocked_chains_learn_through_the_cerebellum(tmp_path, mode):
+    spec = unlocked_spec(tmp_path, mode)
+    run, outcome = run_chain(spec)
+    assert outcome["status"] == "completed", outcome
+    assert_no_process_left(run.path, expected_regions=4)
+    last = [m for m in run.metrics("area1") if "val_accuracy" in m]
+    assert len(last) == 2 and last[-1]["val_accuracy"] > 0.5, last  # chance: 0.1
+    assert sum(m["synthetic_inputs"] for m in last) >= 0.9 * 2 * 60  # ran on ĥ_0
+    # the forward synthesiser learned: the olive's loss on forward0 fell ...
+    olive = olive_epochs(run)
+    assert [m["epoch"] for m in olive] == [0, 1]
+    forward_losses = [m["cerebellar_loss/forward0"] for m in olive]
+    assert forward_losses[-1] < forward_losses[0], forward_losses
+    if mode == "fully-unlocked":
+        assert all(m["pairs/boundary0"] >= 50 for m in olive), olive
+    # ... and ĥ_0 = C(x) explains much of the true h_0 on held-out images
+    spec_data = chain_data(spec)
+    x = flat_images(spec_data.val_images)[:100]
+    area0 = ChainArea(spec, 0)
+    area0.block.load_state_dict(torch.load(run.checkpoint_path("area0"))["block"])
+    core = CerebellumCore(spec, list(spec.interfaces))
+    fresh = core.synthesisers["forward0"]
+    with torch.no_grad():
+        h = area0.block(x)  # (B, W), batch statistics as in training
+        assert r_squared(fresh(x), h) < 0.0  # zero predictions explain nothing
+        state = torch.load(run.checkpoint_path("cerebellum"))["synthesisers"]["forward0"]
+        fresh.load_state_dict(state)
+        explained = r_squared(fresh(x), h)
+    assert explained > 0.2, explained  # measured 0.43–0.75 (a mean-only fit: ≈ 0)
+
+
+def test_fully_unlocked_three_areas_pair_every_interface(tmp_path):
+    """Area 1 asks for ĥ_0 (forward0) and ĝ_1 (boundary1) on one link and sends targets for
+    boundary0 and forward1: every interface is served and paired every batch."""
+    spec = unlocked_spec(
+        tmp_path, "fully-unlocked", chain_areas=3, chain_width=32, train_subset=500, epochs=1
+    )
+    run, outcome = run_chain(spec)
+    assert outcome["status"] == "completed", outcome
+    assert_no_process_left(run.path, expected_regions=5)
+    (olive,) = olive_epochs(run)
+    for name in ("boundary0", "boundary1", "forward0", "forward1"):
+        assert olive[f"pairs/{name}"] == 10, olive
+    area1 = next(m for m in run.metrics("area1") if "epoch" in m)
+    assert area1["synthetic_inputs"] == 10 and area1["predictions"] == 10, area1
+    assert area1["targets_sent"] == 20 and area1["trained_batches"] == 10, area1
+    assert 0.0 <= next(m for m in run.metrics("area2") if "epoch" in m)["val_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("mode", ["backward-unlocked", "fully-unlocked"])
+def test_scheduled_cerebellum_lesion_never_stalls_an_unlocked_chain(tmp_path, mode):
+    """The cerebellum is killed at the start of epoch 1 (area 0 asks for it, every area
+    waits to hear of it): no area then waits wait_timeout (5 s) per batch for an answer."""
+    batches = 20
+    spec = unlocked_spec(
+        tmp_path,
+        mode,
+        chain_width=32,
+        train_subset=batches * 50,
+        val_subset=100,
+        cerebellum_hidden=64,
+        wait_timeout=5.0,
+        ablate="cerebellum@epoch=1",
+    )
+    started = time.monotonic()
+    run, outcome = run_chain(spec)
+    elapsed = time.monotonic() - started
+    assert outcome["status"] == "completed", outcome
+    assert elapsed < 0.5 * batches * spec.wait_timeout, elapsed  # stalled: ≥ 100 s
+    events = records(run.path / "events.jsonl")
+    assert [e["region"] for e in events if e["event"] == "ablation_requested"] == ["cerebellum"]
+    assert any(e["event"] == "lesion" and e["region"] == "cerebellum" for e in events)
+    area0, area1 = ([m for m in run.metrics(a) if "epoch" in m] for a in ("area0", "area1"))
+    assert area0[0]["missing_predictions"] <= 1 and area0[0]["cerebellum_alive"]
+    # epoch 1: no ĝ_0 (no update of area 0), no targets for the olive
+    assert area0[1]["missing_predictions"] == batches and area0[1]["trained_batches"] == 0
+    assert not area0[1]["cerebellum_alive"] and not area1[1]["cerebellum_alive"]
+    if mode == "backward-unlocked":  # area 1 still learns from the true h_0
+        assert area1[1]["trained_batches"] == batches
+        assert area1[1]["targets_withheld"] == batches and area1[1]["targets_sent"] == 0
+    else:  # no ĥ_0: area 1 skips every batch; area 0 withholds its h_0 targets
+        assert area1[1]["skipped_batches"] == batches and area1[1]["trained_batches"] == 0
+        assert area0[1]["targets_withheld"] == batches
+        assert area1[0]["skipped_batches"] <= spec.chain_max_lag + 1  # epoch 0's tail
+    assert all("val_accuracy" in m for m in area1)  # validation runs the true chain

@@ -1,0 +1,240 @@
+"""Chains of stacked LSTM areas on seqMNIST (spatial DNI between layers; DESIGN §3, §6), socket-free.
+
+A stacked LSTM reads an MNIST image row by row (28 steps of 28 pixels, as in seqMNIST) and
+classifies the digit from its last hidden state. Its layers are split over K areas: area 0 holds
+the LSTM 28 → W, areas 1..K-1 an LSTM W → W, and the last area also holds the readout
+(Linear W → 10, cross-entropy at the last step, as in seqMNIST classification).
+
+**No truncation inside an area.** Every area runs its LSTM over the whole 28-step sequence and
+back-propagates through all of it. The boundary between areas is *spatial* (between layers of
+the stack), not temporal: area k+1 sees the full hidden sequence h_k(1..28) of area k, and
+∂L/∂h_k(t) for every step t is what crosses back.
+
+The boundary speaks in rows, so that the process shell's 2-D messages (N, W) fit unchanged:
+
+- area 0's input is the flattened image ``(B, 784)``, reshaped to ``(B, 28, 28)`` (row i at
+  step i);
+- a non-first area's input is ``(B·28, W)``, reshaped to ``(B, 28, W)``;
+- a non-last area's output is its hidden sequence ``(B, 28, W)`` flattened to ``(B·28, W)``:
+  row ``b·28 + t`` is example b at step t (example-major), and ∂L/∂h has the same layout;
+- the last area outputs the logits ``(B, 10)``.
+
+:class:`LstmChainArea` is a drop-in replacement for :class:`areas.chain.ChainArea` (same
+constructor, attributes and methods). :func:`train_lstm_chain_inprocess` trains the same stack
+with true backprop in one graph: the numerical reference of the locked chain of LSTM areas.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from areas.chain import N_CLASSES, batch_order, batches_per_epoch, chain_data, flat_images
+from areas.cortex import derived_seed, make_adam
+from orchestrator.spec import RunSpec
+from tasks.mnist_data import MnistSplits
+from tasks.seqmnist import INPUT_SIZE as ROW_SIZE  # 28 pixels per row, as in the paper
+from tasks.seqmnist import N_STEPS  # 28 steps, one image row each, as in the paper
+
+IMAGE_SIZE = N_STEPS * ROW_SIZE  # 784: area 0's flattened input
+
+
+class LstmChainBlock(nn.Module):
+    """One layer of the stack: an LSTM over the whole sequence, and for the last area a Linear
+    readout of the last step's hidden state to 10 classes."""
+
+    def __init__(self, input_size: int, width: int, readout: bool):
+        super().__init__()
+        self.lstm = nn.LSTM(input_size, width, batch_first=True)  # U(±1/√W), as in the paper
+        self.readout = nn.Linear(width, N_CLASSES) if readout else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, I) → hidden sequence (B, T, W), or logits (B, 10) for the last area."""
+        hiddens, _ = self.lstm(x)  # (B, T, W); zero initial state, the whole sequence
+        if self.readout is None:
+            return hiddens
+        return self.readout(hiddens[:, -1])  # (B, 10): the class at the last step
+
+
+def make_lstm_block(spec: RunSpec, k: int) -> LstmChainBlock:
+    """Area k's LSTM layer, its weights drawn from the seed's stream ``area{k}/weights``."""
+    input_size = ROW_SIZE if k == 0 else spec.chain_width
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derived_seed(spec.seed, f"area{k}/weights"))
+        return LstmChainBlock(input_size, spec.chain_width, readout=k == spec.chain_areas - 1)
+
+
+def input_shape(spec: RunSpec, k: int) -> str:
+    """Area k's boundary input shape, in words: ``(B, 784)`` or ``(B·28, W)``."""
+    return f"(B, {IMAGE_SIZE})" if k == 0 else f"(B·{N_STEPS}, {spec.chain_width})"
+
+
+def rows_to_sequences(x: torch.Tensor, width: int) -> torch.Tensor:
+    """(B·T, W) rows, example-major → (B, T, W) (a view when contiguous)."""
+    return x.reshape(-1, N_STEPS, width)
+
+
+def sequences_to_rows(h: torch.Tensor) -> torch.Tensor:
+    """(B, T, W) → (B·T, W) rows, example-major: row b·T + t is example b at step t."""
+    return h.reshape(-1, h.shape[-1])
+
+
+class LstmChainArea:
+    """One LSTM area of the chain: its layer, optimiser, and the last forward's graph.
+
+    Same interface as :class:`areas.chain.ChainArea`; inputs and outputs are rows (module doc).
+    """
+
+    def __init__(self, spec: RunSpec, k: int):
+        self.spec = spec
+        self.k = k
+        self.first = k == 0
+        self.last = k == spec.chain_areas - 1
+        self.device = torch.device(spec.device)
+        self.block = make_lstm_block(spec, k).to(self.device)
+        self.optimiser = make_adam(self.block.parameters(), spec.lr, spec)
+        self._input: torch.Tensor | None = None  # (B, 784) or (B·28, W), the leaf
+        self._output: torch.Tensor | None = None  # (B, 28, W) hiddens, or (B, 10) logits
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        width = IMAGE_SIZE if self.first else self.spec.chain_width
+        rows_ok = self.first or x.shape[0] % N_STEPS == 0
+        if x.dim() != 2 or x.shape[1] != width or x.shape[0] == 0 or not rows_ok:
+            what = "flattened images" if self.first else f"{N_STEPS} rows per example, one per step"
+            raise ValueError(
+                f"area{self.k} expects input of shape {input_shape(self.spec, self.k)} "
+                f"({what}), got {tuple(x.shape)}"
+            )
+
+    def _sequences(self, x: torch.Tensor) -> torch.Tensor:
+        """The boundary input (rows) as the LSTM's sequences (B, 28, I)."""
+        if self.first:
+            return x.reshape(-1, N_STEPS, ROW_SIZE)  # (B, 28, 28): row i at step i
+        return rows_to_sequences(x, self.spec.chain_width)  # (B, 28, W)
+
+    def _boundary(self, out: torch.Tensor) -> torch.Tensor:
+        """The block's output at the boundary: (B·28, W) rows, or logits (B, 10)."""
+        return out if self.last else sequences_to_rows(out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 784) or (B·28, W) → h (B·28, W) (logits (B, 10) for the last area).
+
+        Keeps the graph for :meth:`backward` / :meth:`loss_backward`; for non-first areas the
+        input is made a leaf that requires grad (∂L/∂x, (B·28, W), is what goes upstream).
+        """
+        self._check_input(x)
+        x = x.to(self.device)
+        if not self.first:
+            x = x.detach().requires_grad_(True)  # a leaf: ∂L/∂x is what goes upstream
+        self.block.train()
+        self._input = x
+        self._output = self.block(self._sequences(x))  # (B, 28, W) or (B, 10)
+        return self._boundary(self._output).detach()
+
+    def _finish(self) -> torch.Tensor | None:
+        """Clip, step and forget the graph, exactly as ``ChainArea._finish``; ∂L/∂x or None."""
+        assert self._input is not None
+        grad_input = None if self.first else self._input.grad.detach().clone()  # (B·28, W)
+        if self.spec.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.block.parameters(), self.spec.grad_clip)
+        self.optimiser.step()
+        self.optimiser.zero_grad(set_to_none=True)
+        self._input = self._output = None
+        return grad_input
+
+    def backward(self, grad_h: torch.Tensor) -> torch.Tensor | None:
+        """Back-propagate ∂L/∂h (B·28, W) (true or synthetic), step; ∂L/∂x (None for area 0)."""
+        assert self._output is not None and not self.last, "forward first; not the last area"
+        rows = self._output.shape[0] * N_STEPS
+        if tuple(grad_h.shape) != (rows, self.spec.chain_width):
+            raise ValueError(
+                f"area{self.k} expects ∂L/∂h of shape ({rows}, {self.spec.chain_width}) "
+                f"(B·{N_STEPS}, W) like its output, got {tuple(grad_h.shape)}"
+            )
+        grad = grad_h.to(self.device).reshape(self._output.shape)  # (B, 28, W)
+        self._output.backward(grad)
+        return self._finish()
+
+    def loss_backward(self, labels: torch.Tensor) -> tuple[float, torch.Tensor | None]:
+        """The last area: cross-entropy at the last step, backward, step; (L, ∂L/∂x)."""
+        assert self._output is not None and self.last, "forward first; only the last area"
+        loss = F.cross_entropy(self._output, labels.to(self.device))
+        loss.backward()
+        return float(loss.detach()), self._finish()
+
+    @torch.no_grad()
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        """Evaluation-mode forward, no learning: (B·28, W) rows, or logits (B, 10)."""
+        self._check_input(x)
+        self.block.eval()
+        out = self.block(self._sequences(x.to(self.device)))
+        self.block.train()
+        return self._boundary(out)
+
+    def state_dict(self) -> dict:
+        return {"block": self.block.state_dict(), "optimiser": self.optimiser.state_dict()}
+
+
+def _stack(blocks: list[LstmChainBlock], images: torch.Tensor) -> torch.Tensor:
+    """Flattened images (B, 784) through every layer → logits (B, 10), in one graph."""
+    out = images.reshape(-1, N_STEPS, ROW_SIZE)  # (B, 28, 28)
+    for block in blocks:
+        out = block(out)  # (B, 28, W) …, then (B, 10)
+    return out
+
+
+def train_lstm_chain_inprocess(
+    spec: RunSpec, data: MnistSplits | None = None, steps: int | None = None
+) -> dict:
+    """True backprop through all stacked LSTM layers in one graph (the locked chain's reference).
+
+    Each layer keeps its own Adam and its own gradient clip, exactly as the areas do, and the
+    batches come in the chain's order (:func:`areas.chain.batch_order`). Validation runs in
+    chunks of ``batch_size``, as the chain's validation pass does. Returns
+    ``{"blocks": [state dicts], "losses": [...], "val_accuracy": float}``.
+    """
+    data = data or chain_data(spec)
+    device = torch.device(spec.device)
+    blocks = [make_lstm_block(spec, k).to(device) for k in range(spec.chain_areas)]
+    optimisers = [make_adam(b.parameters(), spec.lr, spec) for b in blocks]
+    n_batches = batches_per_epoch(spec, data.train_images.shape[0])
+    total = steps if steps is not None else spec.epochs * n_batches
+    images = flat_images(data.train_images)  # (n, 784)
+    losses = []
+    order = batch_order(spec, data.train_images.shape[0])
+    for block in blocks:
+        block.train()
+    for _ in range(total):
+        idx = next(order)
+        logits = _stack(blocks, images[idx].to(device))  # (B, 10)
+        loss = F.cross_entropy(logits, data.train_labels[idx].to(device))
+        loss.backward()
+        for block, optimiser in zip(blocks, optimisers):
+            if spec.grad_clip > 0:
+                nn.utils.clip_grad_norm_(block.parameters(), spec.grad_clip)
+            optimiser.step()
+            optimiser.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+    return {
+        "blocks": [b.state_dict() for b in blocks],
+        "losses": losses,
+        "val_accuracy": lstm_chain_accuracy(blocks, data, spec.batch_size),
+    }
+
+
+@torch.no_grad()
+def lstm_chain_accuracy(blocks: list[LstmChainBlock], data: MnistSplits, chunk: int) -> float:
+    """Validation accuracy of the stack, evaluated in chunks of ``chunk`` examples."""
+    device = next(blocks[0].parameters()).device
+    for block in blocks:
+        block.eval()
+    images = flat_images(data.val_images)  # (n, 784)
+    correct = 0
+    for start in range(0, images.shape[0], chunk):
+        logits = _stack(blocks, images[start : start + chunk].to(device))  # (b, 10)
+        labels = data.val_labels[start : start + chunk].to(device)
+        correct += int((logits.argmax(1) == labels).sum())
+    for block in blocks:
+        block.train()
+    return correct / images.shape[0]

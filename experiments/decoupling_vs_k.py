@@ -1,0 +1,140 @@
+"""Throughput and time-to-accuracy of locked vs unlocked chains against the number of areas K.
+
+For each K runs ``benchmarks/decoupling.py`` (every mode side by side, the same data, seed and
+transport), keeps each K's numbers as JSON, and draws two panels: samples/s per mode against K
+(with the ideal Σ/max × locked throughput from the locked run's measured step times) and the
+training wall-clock time to the target validation accuracy per mode against K. Prints a
+markdown table (throughput ratios against locked, time-to-target ratios, the ideal ratio).
+
+    python experiments/decoupling_vs_k.py --ks 2,3,4 --out runs/decoupling-vs-k
+    python experiments/decoupling_vs_k.py --ks 2,3 --pin-cores -- --epochs 3
+
+Arguments after ``--`` go to every benchmark run (see ``python launch.py bench decoupling -h``).
+With C cores and K areas plus a cerebellum and an olive, K > C means areas share cores: the
+table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from benchmarks import decoupling  # noqa: E402
+from orchestrator.placement import available_cores  # noqa: E402
+
+
+def run_all(args: argparse.Namespace, extra: list[str]) -> dict[int, dict[str, Any]]:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[int, dict[str, Any]] = {}
+    for k in args.ks:
+        path = out / f"K{k}.json"
+        if args.report_only:
+            if path.exists():
+                results[k] = json.loads(path.read_text())
+            continue
+        path.unlink(missing_ok=True)  # never report a previous run's numbers as this one's
+        argv = ["--areas", str(k), "--json", str(path), "--runs-dir", str(out / f"K{k}-runs")]
+        argv += ["--pin-cores"] if args.pin_cores else []
+        code = decoupling.main(argv + extra)
+        if code != 0:
+            print(f"K={k}: the benchmark did not complete (exit {code})", file=sys.stderr)
+        if path.exists():
+            results[k] = json.loads(path.read_text())
+    return results
+
+
+def table(results: dict[int, dict[str, Any]]) -> str:
+    cores = len(available_cores())
+    modes = [m for m in next(iter(results.values()))["modes"] if m != "locked"]
+    head = ["K", "ideal Σ/max", "locked samples/s"]
+    head += [f"{m} thr. ratio" for m in modes] + [f"{m} t→acc ratio" for m in modes]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for k, result in sorted(results.items()):
+        locked = result["modes"].get("locked", {})
+        row = [
+            f"{k}" + (" (shared cores)" if k > cores else ""),
+            f"{locked.get('ideal_ratio', float('nan')):.2f}",
+            f"{locked.get('samples_per_s', float('nan')):.0f}",
+        ]
+        for key in ("throughput", "time_to_target"):
+            for mode in modes:
+                value = result["ratios"].get(mode, {}).get(key)
+                row.append("—" if value is None else f"{value:.2f}")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def draw(results: dict[int, dict[str, Any]], path: Path, target: float) -> None:
+    ks = sorted(results)
+    modes = list(results[ks[0]]["modes"])
+    fig, (ax_thr, ax_ttt) = plt.subplots(1, 2, figsize=(10, 4))
+    for mode in modes:
+        thr = [results[k]["modes"].get(mode, {}).get("samples_per_s", float("nan")) for k in ks]
+        ax_thr.plot(ks, thr, "o-", label=mode)
+        ttt = [results[k]["modes"].get(mode, {}).get("time_to_target") for k in ks]
+        ttt = [float("nan") if t is None else t for t in ttt]
+        ax_ttt.plot(ks, ttt, "o-", label=mode)
+    ideal = [
+        results[k]["modes"]["locked"]["samples_per_s"]
+        * results[k]["modes"]["locked"]["ideal_ratio"]
+        for k in ks
+        if "locked" in results[k]["modes"]
+    ]
+    if len(ideal) == len(ks):
+        ax_thr.plot(ks, ideal, "k--", label="ideal (Σ/max × locked)")
+    ax_thr.set(xlabel="areas K", ylabel="samples / s (last area)", title="throughput")
+    ax_ttt.set(
+        xlabel="areas K",
+        ylabel="training seconds",
+        title=f"wall-clock time to {target:.0%} validation accuracy",
+    )
+    for ax in (ax_thr, ax_ttt):
+        ax.set_xticks(ks)
+        ax.grid(alpha=0.3)
+    ax_thr.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1 :]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ks", default="2,3,4", help="comma-separated numbers of areas")
+    parser.add_argument("--out", default="runs/decoupling-vs-k", help="JSON and runs go here")
+    parser.add_argument("--pin-cores", action="store_true", help="pin area k to core k")
+    parser.add_argument("--figure", default="", help="figure path (default: OUT/figure.png)")
+    parser.add_argument("--report-only", action="store_true", help="redraw from the JSON")
+    args = parser.parse_args(argv)
+    args.ks = [int(k) for k in args.ks.split(",") if k.strip()]
+    results = run_all(args, extra)
+    if not results:
+        print("no results", file=sys.stderr)
+        return 1
+    target = next(iter(results.values()))["args"]["target"]
+    figure = Path(args.figure or Path(args.out) / "figure.png")
+    draw(results, figure, target)
+    print(table(results))
+    print(f"figure: {figure}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,155 @@
+"""Chains of stacked LSTM areas on seqMNIST, socket-free: the locked protocol equals true
+backprop, ∂L/∂h crosses the boundary in the row layout (B·28, W), a row-wise cerebellum
+trains area 0 well enough, and wrong shapes are refused with a clear message."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from areas.chain import batch_order, batches_per_epoch, chain_data, flat_images
+from areas.chain_lstm import LstmChainArea, lstm_chain_accuracy, train_lstm_chain_inprocess
+from cerebellum.synthesiser import CerebellumCore
+from olive.comparator import climbing_fibre_error
+from orchestrator.spec import load_spec
+from wire.ids import StepId
+
+STEPS = 3
+WIDTH = 32
+N_STEPS = 28  # one image row per step, as in the paper
+
+
+def lstm_spec(**changes):
+    values = dict(
+        topology="chain",
+        chain_areas=2,
+        chain_width=WIDTH,
+        train_subset=STEPS * 50,
+        val_subset=100,
+        batch_size=50,
+        epochs=1,
+        figures=False,
+        progress=False,
+    )
+    values.update(changes)
+    return load_spec(**values)
+
+
+@pytest.mark.parametrize("n_areas", [2, 3])
+def test_locked_lstm_areas_match_true_backprop(n_areas):
+    spec = lstm_spec(chain_areas=n_areas)
+    data = chain_data(spec)
+    reference = train_lstm_chain_inprocess(spec, data, steps=STEPS)
+    areas = [LstmChainArea(spec, k) for k in range(n_areas)]
+    images = flat_images(data.train_images)  # (n, 784)
+    order = batch_order(spec, images.shape[0])
+    losses = []
+    for _ in range(STEPS):
+        idx = next(order)
+        h = images[idx]  # (B, 784)
+        for area in areas:
+            h = area.forward(h)  # (B·28, W) …, then logits (B, 10)
+        loss, grad = areas[-1].loss_backward(data.train_labels[idx])
+        losses.append(loss)
+        for area in reversed(areas[:-1]):
+            assert grad.shape == (50 * N_STEPS, WIDTH)
+            grad = area.backward(grad)
+        assert grad is None  # area 0 has no upstream
+    assert losses == pytest.approx(reference["losses"], abs=1e-6)
+    for area, want in zip(areas, reference["blocks"]):
+        got = area.block.state_dict()
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-5, msg=key)
+    # the parameters really moved, and the chain's validation pass agrees with the reference
+    fresh = LstmChainArea(spec, 0).block.state_dict()["lstm.weight_ih_l0"]
+    assert not torch.allclose(fresh, reference["blocks"][0]["lstm.weight_ih_l0"])
+    correct = 0
+    for start in range(0, data.val_labels.shape[0], spec.batch_size):
+        out = flat_images(data.val_images[start : start + spec.batch_size])
+        for area in areas:
+            out = area.infer(out)
+        correct += int((out.argmax(1) == data.val_labels[start : start + spec.batch_size]).sum())
+    assert correct / data.val_labels.shape[0] == reference["val_accuracy"]
+
+
+def test_feedback_is_autograd_of_the_loss_in_row_layout():
+    spec = lstm_spec()
+    data = chain_data(spec)
+    area0, area1 = LstmChainArea(spec, 0), LstmChainArea(spec, 1)
+    batch = 4
+    images, labels = flat_images(data.train_images[:batch]), data.train_labels[:batch]
+    h = area0.forward(images)  # (B·28, W)
+    assert h.shape == (batch * N_STEPS, WIDTH)
+    # row b·28 + t is example b at step t: area 0 run on example b alone gives the same rows
+    for b in range(batch):
+        alone = area0.block(images[b].view(1, N_STEPS, 28))[0]  # (28, W)
+        torch.testing.assert_close(h[b * N_STEPS : (b + 1) * N_STEPS], alone.detach())
+    # the reference ∂L/∂h: autograd through area 1's (not yet stepped) weights, per example
+    want = torch.zeros_like(h)
+    for b in range(batch):
+        rows = h[b * N_STEPS : (b + 1) * N_STEPS].clone().requires_grad_(True)  # (28, W)
+        logits = area1.block(rows.unsqueeze(0))  # (1, 10)
+        loss_b = F.cross_entropy(logits, labels[b : b + 1]) / batch  # its share of the mean
+        (want[b * N_STEPS : (b + 1) * N_STEPS],) = torch.autograd.grad(loss_b, rows)
+    area1.forward(h)
+    _, grad = area1.loss_backward(labels)
+    assert grad.shape == (batch * N_STEPS, WIDTH)
+    torch.testing.assert_close(grad, want, rtol=1e-5, atol=1e-7)
+    assert grad[N_STEPS - 1].abs().sum() > 0  # every step gets feedback, not only the last
+    assert grad[0].abs().sum() > 0
+
+
+def test_row_wise_cerebellum_trains_area0_above_chance():
+    """Backward-unlocked, in-process: area 0 steps with ĝ = C(h) applied row by row on
+    (B·28, W); area 1 computes the true ∂L/∂h, the olive's climbing-fibre error teaches C."""
+    spec = lstm_spec(
+        chain_mode="backward-unlocked",
+        train_subset=2000,
+        val_subset=500,
+        lr=3e-3,
+        cerebellum_lr=1e-3,
+        cerebellum_hidden=256,
+        epochs=5,
+    )
+    data = chain_data(spec)
+    area0, area1 = LstmChainArea(spec, 0), LstmChainArea(spec, 1)
+    start = area0.block.state_dict()["lstm.weight_ih_l0"].clone()
+    cerebellum = CerebellumCore(spec, ["boundary0"])
+    images = flat_images(data.train_images)
+    order = batch_order(spec, images.shape[0])
+    n_batches = batches_per_epoch(spec, images.shape[0])
+    for epoch in range(spec.epochs):
+        for b in range(n_batches):
+            idx, ids = next(order), StepId(epoch, b, 0)
+            h = area0.forward(images[idx])  # (B·28, W): the efference, one row per step
+            prediction = cerebellum.predict("boundary0", ids, h)  # ĝ (B·28, W), row-wise
+            assert area0.backward(prediction) is None  # area 0 moves on with ĝ
+            area1.forward(h)
+            _, target = area1.loss_backward(data.train_labels[idx])  # the true ∂L/∂h
+            _, error = climbing_fibre_error(prediction, target)
+            assert cerebellum.learn("boundary0", ids, error)
+    assert cerebellum.errors_applied["boundary0"] == spec.epochs * n_batches
+    assert cerebellum.synthesisers["boundary0"].nuclei.weight.abs().sum() > 0  # C learned
+    assert not torch.allclose(start, area0.block.state_dict()["lstm.weight_ih_l0"])
+    accuracy = lstm_chain_accuracy([area0.block, area1.block], data, spec.batch_size)
+    assert accuracy > 0.3, accuracy  # chance is 0.1
+
+
+def test_wrong_shapes_raise_a_clear_value_error():
+    spec = lstm_spec(chain_areas=3)
+    area0, area1, area2 = (LstmChainArea(spec, k) for k in range(3))
+    with pytest.raises(ValueError, match=r"area0 expects input of shape \(B, 784\)"):
+        area0.forward(torch.zeros(5, 28, 28))
+    with pytest.raises(ValueError, match=r"area0 expects input of shape \(B, 784\)"):
+        area0.infer(torch.zeros(5, 28))
+    with pytest.raises(ValueError, match=rf"area1 expects input of shape \(B·28, {WIDTH}\)"):
+        area1.forward(torch.zeros(50, WIDTH))  # one row per example, not 28
+    with pytest.raises(ValueError, match=rf"area2 expects input of shape \(B·28, {WIDTH}\)"):
+        area2.forward(torch.zeros(56, WIDTH + 1))
+    with pytest.raises(ValueError, match=r"got \(2, 28, 32\)"):
+        area2.infer(torch.zeros(2, 28, WIDTH))
+    area1.forward(torch.zeros(2 * N_STEPS, WIDTH))
+    with pytest.raises(ValueError, match=rf"area1 expects ∂L/∂h of shape \(56, {WIDTH}\)"):
+        area1.backward(torch.zeros(2, WIDTH))
