@@ -1,4 +1,9 @@
-"""One area of a feed-forward chain as its own process (spatial DNI; DESIGN §3).
+"""One area of a chain as its own process (spatial DNI; DESIGN §3).
+
+The area's core is ``spec.chain_block``'s: a feed-forward block (:class:`areas.chain.ChainArea`,
+boundaries (B, W)) or a stacked-LSTM layer on seqMNIST (:class:`areas.chain_lstm.LstmChainArea`,
+boundaries carry the hidden sequence as (B·28, W) rows; only the locked and backward-unlocked
+modes: the forward model of an LSTM layer is refused by the spec). The shell is the same.
 
 Area k binds a ROUTER on its own endpoint (its input side: ACTIVITY h_{k-1} arrives from area
 k-1, FEEDBACK ∂L/∂h_{k-1} leaves for it) and connects a DEALER (identity ``area{k}``) to area
@@ -76,6 +81,7 @@ from areas.chain import (
     forward_name,
     forward_unlocked,
 )
+from areas.chain_lstm import N_STEPS, LstmChainArea
 from orchestrator.region import RegionShell
 from wire.channel import Endpoint
 from wire.ids import StepId
@@ -97,6 +103,7 @@ VALIDATION = 1  # the truncation field of validation activities
 FEEDBACK_WITHHELD = "feedback_withheld"  # CONTROL to area k-1: no ∂L/∂ĥ for this batch
 BATCH_DONE = "batch_done"  # CONTROL to area k-1 (backward-unlocked modes): flow control
 FLOW_WINDOW = 64  # batches an area may run ahead of the next when chain_max_lag is -1
+CORES = {"ff": ChainArea, "lstm": LstmChainArea}  # spec.chain_block → the area's core
 
 
 class ChainTimeout(RuntimeError):
@@ -109,7 +116,7 @@ class ChainAreaShell(RegionShell):
     def serve(self) -> None:
         spec = self.spec
         self.k = int(self.name.removeprefix("area"))
-        self.core = ChainArea(spec, self.k)
+        self.core = CORES[spec.chain_block](spec, self.k)
         first, last = self.core.first, self.core.last
         # what this area asks the cerebellum for, and the targets it computes for the olive
         self.synthetic_feedback = backward_unlocked(spec) and not last  # ĝ_k on boundary{k}
@@ -586,10 +593,14 @@ class ChainAreaShell(RegionShell):
 
     def _checked(self, endpoint: Endpoint, message: Message) -> torch.Tensor | None:
         try:
-            return expect_shape(message, (None, self.spec.chain_width))
+            tensor = expect_shape(message, (None, self.spec.chain_width))
         except ProtocolError as exc:
             endpoint.reject(str(exc))
             return None
+        if self.spec.chain_block == "lstm" and tensor.shape[0] % N_STEPS:
+            endpoint.reject(f"{tensor.shape[0]} rows is not {N_STEPS} per example")
+            return None
+        return tensor
 
     # -- saving ------------------------------------------------------------------------------------
     def checkpoint(self) -> None:

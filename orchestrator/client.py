@@ -27,7 +27,13 @@ def read_regions(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / "regions.json"
     if not path.exists():
         raise ControlError(f"{run_dir} is not a run directory (no regions.json)")
-    return json.loads(path.read_text())
+    try:
+        regions = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ControlError(f"{path} is not valid JSON ({exc})") from None
+    if not isinstance(regions, dict) or not isinstance(regions.get("orchestrator"), dict):
+        raise ControlError(f"{path} names no orchestrator: not written by a run")
+    return regions
 
 
 def pid_alive(pid: int | None) -> bool:

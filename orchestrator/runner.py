@@ -156,8 +156,10 @@ def resume_run(run_path: str | Path, console: bool = True) -> RunOutcome:
         raise ResumeError(str(exc)) from None
     if spec.inprocess:
         raise ResumeError("in-process runs keep no per-epoch checkpoints; run them again")
+    if spec.topology == "chain":
+        raise ResumeError("chain runs keep only their final checkpoints; run them again")
     epochs = []
-    for area in spec.interfaces:
+    for area in spec.area_names:
         path = run.checkpoint_path(area)
         epochs.append(int(torch.load(path, weights_only=False)["epoch"]) if path.exists() else 0)
     epoch = min(epochs)

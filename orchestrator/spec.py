@@ -28,6 +28,7 @@ MODELS = ("lstm", "cc-dni", "scc-dni")
 TIMINGS = ("lockstep", "wait", "stale")
 UPDATES = ("truncation", "sequence")
 TOPOLOGIES = ("single", "chain")
+CHAIN_BLOCKS = ("ff", "lstm")
 CHAIN_MODES = ("locked", "backward-unlocked", "forward-unlocked", "fully-unlocked")
 BACKWARD_UNLOCKED_MODES = ("backward-unlocked", "fully-unlocked")  # ĝ_k from the cerebellum
 FORWARD_UNLOCKED_MODES = ("forward-unlocked", "fully-unlocked")  # ĥ_k from the cerebellum
@@ -112,6 +113,14 @@ class RunSpec:
     )
     chain_areas: int = _f(2, "Chain: number of areas K (area 0: 784→W; the others W→W).")
     chain_width: int = _f(256, "Chain: width W of every hidden block (the boundary size).")
+    chain_block: str = _f(
+        "ff",
+        "Chain: each area's block. 'ff': Linear + BatchNorm + ReLU on the flattened image "
+        "(784→W→…→W→10). 'lstm': stacked LSTM layers on seqMNIST (28 rows of 28 pixels; area "
+        "0: LSTM 28→W, the others W→W, each over the whole sequence; the last area reads the "
+        "class at the last step); boundaries carry the hidden sequence as (B·28, W) rows.",
+        CHAIN_BLOCKS,
+    )
     chain_mode: str = _f(
         "locked",
         "Chain: 'locked' (area k+1 waits for h_k from area k, area k for ∂L/∂h_k from area "
@@ -165,7 +174,11 @@ class RunSpec:
 
     # --- outputs ----------------------------------------------------------------------------
     runs_dir: str = _f("runs", "Parent folder of run directories.")
-    run_name: str = _f("", "Run directory name (empty: time + task + model + T + seed).")
+    run_name: str = _f(
+        "",
+        "Run directory name (empty: time + task + model + T + seed; for chains time + "
+        "block + K + mode + seed).",
+    )
     figures: bool = _f(True, "Draw the PNG figures at the end of the run.")
     record_epochs: str = _f(
         "",
@@ -252,6 +265,12 @@ class RunSpec:
                 raise SpecError(f"chain_areas must be at least 2, got {self.chain_areas}")
             if self.inprocess:
                 raise SpecError("topology chain runs as processes only")
+            if self.chain_block == "lstm" and self.chain_mode in FORWARD_UNLOCKED_MODES:
+                raise SpecError(
+                    f"chain_mode {self.chain_mode} needs chain_block ff: an LSTM layer's "
+                    "activity h_k(t) depends on every earlier row, which the cerebellum's "
+                    "forward model of the image cannot give row by row"
+                )
             if self.ablate and not self.uses_cerebellum:
                 raise SpecError("ablate: chain_mode locked has no cerebellum or olive to lesion")
 
@@ -392,6 +411,9 @@ class RunSpec:
 
     @property
     def default_run_name(self) -> str:
+        if self.topology == "chain":
+            block = "" if self.chain_block == "ff" else f"-{self.chain_block}"
+            return f"chain{block}-K{self.chain_areas}-{self.chain_mode}-s{self.seed}"
         return f"{self.task}-{self.model}-T{self.truncation}-s{self.seed}"
 
     def replace(self, **changes: Any) -> RunSpec:

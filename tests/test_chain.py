@@ -325,3 +325,13 @@ def test_scheduled_cerebellum_lesion_never_stalls_an_unlocked_chain(tmp_path, mo
         assert area0[1]["targets_withheld"] == batches
         assert area1[0]["skipped_batches"] <= spec.chain_max_lag + 1  # epoch 0's tail
     assert all("val_accuracy" in m for m in area1)  # validation runs the true chain
+
+
+def test_resuming_a_chain_run_is_refused_with_the_reason(tmp_path):
+    from orchestrator.runner import ResumeError, resume_run
+
+    run = RunDirectory.create(chain_spec(tmp_path, run_name=""))
+    assert "-chain-K2-locked-s0" in run.path.name  # a chain's default run name says what it is
+    run.write_json(run.regions_path, {"orchestrator": {"pid": None, "alive": False}})
+    with pytest.raises(ResumeError, match="chain runs keep only their final checkpoints"):
+        resume_run(run.path, console=False)

@@ -7,12 +7,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_no_process_left
 
 from areas.chain import batch_order, batches_per_epoch, chain_data, flat_images
 from areas.chain_lstm import LstmChainArea, lstm_chain_accuracy, train_lstm_chain_inprocess
 from cerebellum.synthesiser import CerebellumCore
 from olive.comparator import climbing_fibre_error
-from orchestrator.spec import load_spec
+from orchestrator.launcher import Supervisor
+from orchestrator.logs import configure_logging
+from orchestrator.progress import Progress
+from orchestrator.rundir import RunDirectory
+from orchestrator.spec import SpecError, load_spec
 from wire.ids import StepId
 
 STEPS = 3
@@ -23,6 +28,7 @@ N_STEPS = 28  # one image row per step, as in the paper
 def lstm_spec(**changes):
     values = dict(
         topology="chain",
+        chain_block="lstm",
         chain_areas=2,
         chain_width=WIDTH,
         train_subset=STEPS * 50,
@@ -153,3 +159,51 @@ def test_wrong_shapes_raise_a_clear_value_error():
     area1.forward(torch.zeros(2 * N_STEPS, WIDTH))
     with pytest.raises(ValueError, match=rf"area1 expects ∂L/∂h of shape \(56, {WIDTH}\)"):
         area1.backward(torch.zeros(2, WIDTH))
+
+
+def run_chain(spec) -> tuple[RunDirectory, dict]:
+    run = RunDirectory.create(spec)
+    log = configure_logging("orchestrator", run.log_path("orchestrator"), "info", console=False)
+    with Progress(spec, log, enabled=False) as progress:
+        outcome = Supervisor(spec, run, log, progress).execute()
+    return run, outcome
+
+
+def test_locked_lstm_processes_match_inprocess_reference(tmp_path):
+    """Each LSTM layer its own process, (B·28, W) rows over ZeroMQ: still true backprop."""
+    spec = lstm_spec(chain_width=16, runs_dir=str(tmp_path))
+    run, outcome = run_chain(spec)
+    assert outcome["status"] == "completed", outcome
+    assert_no_process_left(run.path, expected_regions=2)
+    saved = [torch.load(run.checkpoint_path(f"area{k}"))["block"] for k in range(2)]
+    reference = train_lstm_chain_inprocess(spec, steps=STEPS)
+    for got, want in zip(saved, reference["blocks"]):
+        assert got.keys() == want.keys()
+        for key in want:
+            torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-5, msg=key)
+    (last,) = [m for m in run.metrics("area1") if "val_accuracy" in m]
+    assert last["val_accuracy"] == pytest.approx(reference["val_accuracy"], abs=1e-9)
+
+
+def test_backward_unlocked_lstm_chain_pairs_every_row(tmp_path):
+    """The cerebellum predicts ∂L/∂h_0(t) row by row; the olive pairs every batch's rows."""
+    spec = lstm_spec(
+        chain_width=16,
+        chain_mode="backward-unlocked",
+        train_subset=200,
+        epochs=2,
+        runs_dir=str(tmp_path),
+    )
+    run, outcome = run_chain(spec)
+    assert outcome["status"] == "completed", outcome
+    assert_no_process_left(run.path, expected_regions=4)
+    area0 = [m for m in run.metrics("area0") if "epoch" in m and "train_seconds" in m]
+    assert [m["predictions"] for m in area0] == [4, 4]  # every batch got its ĝ_0
+    olive = [m for m in run.metrics("olive") if "epoch" in m]
+    assert sum(m.get("pairs/boundary0", 0) for m in olive) == 8
+
+
+@pytest.mark.parametrize("mode", ["forward-unlocked", "fully-unlocked"])
+def test_forward_unlocking_of_lstm_chains_is_refused_with_the_reason(mode):
+    with pytest.raises(SpecError, match="needs chain_block ff"):
+        lstm_spec(chain_mode=mode)
