@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from orchestrator.launcher import Supervisor  # noqa: E402
 from orchestrator.logs import configure_logging  # noqa: E402
-from orchestrator.placement import plan_placement, region_names  # noqa: E402
+from orchestrator.placement import available_cores, plan_placement, region_names  # noqa: E402
 from orchestrator.progress import Progress  # noqa: E402
 from orchestrator.rundir import RunDirectory  # noqa: E402
 from orchestrator.runner import check_task_data  # noqa: E402
@@ -56,6 +56,7 @@ def run_chain(args: argparse.Namespace, mode: str, runs_dir: str) -> dict[str, A
         topology="chain",
         chain_areas=args.areas,
         chain_width=args.width,
+        chain_block=args.block,
         chain_mode=mode,
         train_subset=args.train_subset,
         val_subset=args.val_subset,
@@ -72,7 +73,7 @@ def run_chain(args: argparse.Namespace, mode: str, runs_dir: str) -> dict[str, A
         area_devices=args.area_devices,
         device=args.device,
         runs_dir=runs_dir,
-        run_name=f"chain-K{args.areas}-{mode}",
+        run_name=f"chain{'' if args.block == 'ff' else '-' + args.block}-K{args.areas}-{mode}",
         figures=False,
         progress=False,
     )
@@ -109,8 +110,10 @@ def summarise(result: dict[str, Any], target: float) -> dict[str, Any]:
     ideal = sum(step.values()) / max(step.values()) if step and max(step.values()) > 0 else 0.0
     accuracies = [m.get("val_accuracy", float("nan")) for m in last]
     elapsed, time_to_target = 0.0, None
+    elapsed_per_epoch = []  # training seconds of the last area at each epoch's end
     for m in last:
         elapsed += m["train_seconds"]
+        elapsed_per_epoch.append(elapsed)
         if time_to_target is None and m.get("val_accuracy", 0.0) >= target:
             time_to_target = elapsed
     return {
@@ -120,7 +123,10 @@ def summarise(result: dict[str, Any], target: float) -> dict[str, Any]:
         "step": step,
         "samples_per_s": samples / seconds if seconds > 0 else 0.0,
         "ideal_ratio": ideal,
+        "cores": len(available_cores()),
+        "ideal_on_cores": min(ideal, len(available_cores())),
         "val_accuracy": accuracies,
+        "elapsed": elapsed_per_epoch,
         "time_to_target": time_to_target,
         "wall": result["wall"],
         "missing_predictions": sum(
@@ -186,6 +192,11 @@ def report(args: argparse.Namespace, summaries: dict[str, dict[str, Any]]) -> st
     if "locked" in summaries:
         ideal = summaries["locked"]["ideal_ratio"]
         lines.append(f"ideal ratio (from the locked run's step times): {ideal:.3f}")
+        cores = summaries["locked"]["cores"]
+        lines.append(
+            f"ideal on this machine's {cores} core(s), min(Σ/max, cores): "
+            f"{min(ideal, cores):.3f} (the cerebellum and olive need cores too)"
+        )
         for mode, r in ratios(summaries).items():
             thr = "n/a" if r["throughput"] is None else f"{r['throughput']:.3f}"
             ttt = (
@@ -219,11 +230,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--mode",
         type=parse_modes,
-        default=CHAIN_MODES,
-        help="comma-separated modes to run side by side, or 'all' (default): "
-        + ", ".join(CHAIN_MODES),
+        default=None,
+        help="comma-separated modes to run side by side, or 'all': "
+        + ", ".join(CHAIN_MODES)
+        + " (default: all for --block ff, locked,backward-unlocked for lstm)",
     )
     parser.add_argument("--width", type=int, default=256)
+    parser.add_argument(
+        "--block",
+        choices=("ff", "lstm"),
+        default="ff",
+        help="feed-forward MNIST blocks, or stacked LSTM layers on seqMNIST (default modes: "
+        "locked, backward-unlocked)",
+    )
     parser.add_argument("--train-subset", type=int, default=6000)
     parser.add_argument("--val-subset", type=int, default=2000)
     parser.add_argument("--epochs", type=int, default=1)
@@ -259,15 +278,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Run the requested modes one after the other; their summaries by mode."""
-    modes = args.mode
-    probe = load_spec(
-        topology="chain",
-        chain_areas=args.areas,
-        pin_cores=args.pin_cores,
-        area_devices=args.area_devices,
-        device=args.device,
-        data_dir=args.data_dir,
-    )
+    modes = args.mode or (CHAIN_MODES if args.block == "ff" else ("locked", "backward-unlocked"))
+    probes = [
+        load_spec(  # every mode's spec is checked before anything runs
+            topology="chain",
+            chain_areas=args.areas,
+            chain_block=args.block,
+            chain_mode=mode,
+            pin_cores=args.pin_cores,
+            area_devices=args.area_devices,
+            device=args.device,
+            data_dir=args.data_dir,
+        )
+        for mode in modes
+    ]
+    probe = max(probes, key=lambda spec: len(region_names(spec)))
     check_task_data(probe)  # missing MNIST or an impossible placement fail before any run
     plan_placement(probe, list(region_names(probe)))
     with tempfile.TemporaryDirectory(prefix="ccdni-bench-") as tmp:

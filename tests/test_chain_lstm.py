@@ -207,3 +207,12 @@ def test_backward_unlocked_lstm_chain_pairs_every_row(tmp_path):
 def test_forward_unlocking_of_lstm_chains_is_refused_with_the_reason(mode):
     with pytest.raises(SpecError, match="needs chain_block ff"):
         lstm_spec(chain_mode=mode)
+
+
+def test_benchmark_refuses_forward_unlocked_lstm_chains_in_one_line(capsys):
+    from benchmarks import decoupling
+
+    code = decoupling.main(["--block", "lstm", "--mode", "locked,forward-unlocked"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs chain_block ff" in err[0]
