@@ -120,10 +120,14 @@ class ChainArea:
         self.first = k == 0
         self.last = k == spec.chain_areas - 1
         self.device = torch.device(spec.device)
-        self.block = make_block(spec, k).to(self.device)
+        self.block = self.make_block(spec, k).to(self.device)
         self.optimiser = make_adam(self.block.parameters(), spec.lr, spec)
         self._input: torch.Tensor | None = None
         self._output: torch.Tensor | None = None
+
+    def make_block(self, spec: RunSpec, k: int) -> nn.Module:
+        """Area k's block (subclasses with other blocks override this)."""
+        return make_block(spec, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, in) → h (B, W) (logits for the last area); keeps the graph for backward."""

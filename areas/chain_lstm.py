@@ -30,7 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from areas.chain import N_CLASSES, batch_order, batches_per_epoch, chain_data, flat_images
+from areas.chain import (
+    N_CLASSES,
+    ChainArea,
+    batch_order,
+    batches_per_epoch,
+    chain_data,
+    flat_images,
+)
 from areas.cortex import derived_seed, make_adam
 from orchestrator.spec import RunSpec
 from tasks.mnist_data import MnistSplits
@@ -80,22 +87,16 @@ def sequences_to_rows(h: torch.Tensor) -> torch.Tensor:
     return h.reshape(-1, h.shape[-1])
 
 
-class LstmChainArea:
+class LstmChainArea(ChainArea):
     """One LSTM area of the chain: its layer, optimiser, and the last forward's graph.
 
-    Same interface as :class:`areas.chain.ChainArea`; inputs and outputs are rows (module doc).
+    A :class:`areas.chain.ChainArea` whose block is an LSTM layer; inputs and outputs are rows
+    (module doc). Clipping, the Adam step, ``discard``, ``loss_backward`` and ``state_dict``
+    are the feed-forward area's.
     """
 
-    def __init__(self, spec: RunSpec, k: int):
-        self.spec = spec
-        self.k = k
-        self.first = k == 0
-        self.last = k == spec.chain_areas - 1
-        self.device = torch.device(spec.device)
-        self.block = make_lstm_block(spec, k).to(self.device)
-        self.optimiser = make_adam(self.block.parameters(), spec.lr, spec)
-        self._input: torch.Tensor | None = None  # (B, 784) or (B·28, W), the leaf
-        self._output: torch.Tensor | None = None  # (B, 28, W) hiddens, or (B, 10) logits
+    def make_block(self, spec: RunSpec, k: int) -> nn.Module:
+        return make_lstm_block(spec, k)
 
     def _check_input(self, x: torch.Tensor) -> None:
         width = IMAGE_SIZE if self.first else self.spec.chain_width
@@ -132,17 +133,6 @@ class LstmChainArea:
         self._output = self.block(self._sequences(x))  # (B, 28, W) or (B, 10)
         return self._boundary(self._output).detach()
 
-    def _finish(self) -> torch.Tensor | None:
-        """Clip, step and forget the graph, exactly as ``ChainArea._finish``; ∂L/∂x or None."""
-        assert self._input is not None
-        grad_input = None if self.first else self._input.grad.detach().clone()  # (B·28, W)
-        if self.spec.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.block.parameters(), self.spec.grad_clip)
-        self.optimiser.step()
-        self.optimiser.zero_grad(set_to_none=True)
-        self._input = self._output = None
-        return grad_input
-
     def backward(self, grad_h: torch.Tensor) -> torch.Tensor | None:
         """Back-propagate ∂L/∂h (B·28, W) (true or synthetic), step; ∂L/∂x (None for area 0)."""
         assert self._output is not None and not self.last, "forward first; not the last area"
@@ -156,13 +146,6 @@ class LstmChainArea:
         self._output.backward(grad)
         return self._finish()
 
-    def loss_backward(self, labels: torch.Tensor) -> tuple[float, torch.Tensor | None]:
-        """The last area: cross-entropy at the last step, backward, step; (L, ∂L/∂x)."""
-        assert self._output is not None and self.last, "forward first; only the last area"
-        loss = F.cross_entropy(self._output, labels.to(self.device))
-        loss.backward()
-        return float(loss.detach()), self._finish()
-
     @torch.no_grad()
     def infer(self, x: torch.Tensor) -> torch.Tensor:
         """Evaluation-mode forward, no learning: (B·28, W) rows, or logits (B, 10)."""
@@ -171,9 +154,6 @@ class LstmChainArea:
         out = self.block(self._sequences(x.to(self.device)))
         self.block.train()
         return self._boundary(out)
-
-    def state_dict(self) -> dict:
-        return {"block": self.block.state_dict(), "optimiser": self.optimiser.state_dict()}
 
 
 def _stack(blocks: list[LstmChainBlock], images: torch.Tensor) -> torch.Tensor:

@@ -267,7 +267,9 @@ def report_outcome(outcome) -> int:
     s = outcome.summary
     final = ", ".join(f"{k}={v:.4g}" for k, v in s["final"].items())
     print(
-        f"{s['status']}: {s['task']} {s['model']} T={s['truncation']} seed={s['seed']} "
+        f"{s['status']}: {s['task']} {s['model']}"
+        + ("" if s["truncation"] is None else f" T={s['truncation']}")
+        + f" seed={s['seed']} "
         f"[{s['mode']}] {s['epochs_completed']}/{s['epochs']} epochs in {s['wall_seconds']:.1f} s; "
         f"{final}; run directory {outcome.run.path}"
     )

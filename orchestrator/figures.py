@@ -18,11 +18,19 @@ MODEL_COLOURS = {"lstm": "grey", "cc-dni": "tab:orange", "scc-dni": "tab:cyan"} 
 
 def learning_curve(run: RunDirectory, title: str, colour: str = "tab:orange") -> Path | None:
     """Validation metric and training loss per epoch; cerebellar loss below when present."""
-    area = [m for m in run.metrics() if m.get("region", "").startswith("area") and "epoch" in m]
+    names = sorted(
+        {m["region"] for m in run.metrics() if str(m.get("region", "")).startswith("area")},
+        key=lambda name: int(name.removeprefix("area") or 0),
+    )
+    # the area that reads the task's loss: the only one, or a chain's last
+    area = (
+        [m for m in run.metrics(names[-1]) if "epoch" in m and "train_loss" in m] if names else []
+    )
     if not area:
         return None
-    olive = [m for m in run.metrics("olive") if "cerebellar_loss" in m]
-    key = next((k for k in ("val_mse_x100", "val_mse", "val_error_pct") if k in area[0]), None)
+    olive = [m for m in run.metrics("olive") if "epoch" in m and _cerebellar_losses(m)]
+    keys = ("val_mse_x100", "val_mse", "val_error_pct", "val_accuracy")
+    key = next((k for k in keys if k in area[0]), None)
     rows = 2 if olive else 1
     fig, axes = plt.subplots(rows, 1, figsize=(6, 3.2 * rows), sharex=True, squeeze=False)
     ax = axes[0, 0]
@@ -42,11 +50,18 @@ def learning_curve(run: RunDirectory, title: str, colour: str = "tab:orange") ->
     ax.legend(frameon=False)
     if olive:
         ax2 = axes[1, 0]
-        ax2.plot(
-            [m["epoch"] + 1 for m in olive],
-            [m["cerebellar_loss"] for m in olive],
-            color="tab:purple",
-        )
+        interfaces = sorted({name for m in olive for name in _cerebellar_losses(m)})
+        for i, name in enumerate(interfaces):
+            points = [(m["epoch"] + 1, _cerebellar_losses(m)[name]) for m in olive]
+            points = [(e, v) for e, v in points if v is not None]
+            ax2.plot(
+                [e for e, _ in points],
+                [v for _, v in points],
+                color="tab:purple" if len(interfaces) == 1 else f"C{i}",
+                label=name or None,
+            )
+        if len(interfaces) > 1:
+            ax2.legend(frameon=False, fontsize=7)
         ax2.set_ylabel("cerebellar loss $L_C$")
         ax2.set_yscale("log")
     axes[-1, 0].set_xlabel("epoch")
@@ -55,6 +70,20 @@ def learning_curve(run: RunDirectory, title: str, colour: str = "tab:orange") ->
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _cerebellar_losses(record: dict) -> dict[str, float | None]:
+    """The olive record's cerebellar losses: {"": L_C} for one interface, or one per chain
+    interface ("cerebellar_loss/boundary0" → "boundary0")."""
+    out: dict[str, float | None] = {}
+    for key, value in record.items():
+        if key == "cerebellar_loss":
+            out[""] = value
+        elif key.startswith("cerebellar_loss/"):
+            out[key.partition("/")[2]] = value
+    if len(out) > 1:
+        out.pop("", None)  # the per-interface curves say more than their mean
+    return out
 
 
 def trajectories(run: RunDirectory, title: str, colour: str = "tab:orange") -> Path | None:

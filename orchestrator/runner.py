@@ -119,9 +119,9 @@ def summarise(
         "status": outcome["status"],
         "reason": outcome["reason"],
         "mode": "inprocess" if spec.inprocess else "processes",
-        "task": spec.task if spec.topology == "single" else f"mnist-chain-K{spec.chain_areas}",
+        "task": spec.task if spec.topology == "single" else _chain_task(spec),
         "model": spec.model if spec.topology == "single" else spec.chain_mode,
-        "truncation": spec.truncation,
+        "truncation": spec.truncation if spec.topology == "single" else None,
         "seed": spec.seed,
         "timing": spec.timing,
         "epochs_completed": len(area),
@@ -134,6 +134,11 @@ def summarise(
         "shutdown_stages": outcome["shutdown_stages"],
         "pid": os.getpid(),
     }
+
+
+def _chain_task(spec: RunSpec) -> str:
+    data = "mnist" if spec.chain_block == "ff" else "seqmnist-lstm"
+    return f"{data}-chain-K{spec.chain_areas}"
 
 
 class ResumeError(RuntimeError):

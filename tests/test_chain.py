@@ -335,3 +335,31 @@ def test_resuming_a_chain_run_is_refused_with_the_reason(tmp_path):
     run.write_json(run.regions_path, {"orchestrator": {"pid": None, "alive": False}})
     with pytest.raises(ResumeError, match="chain runs keep only their final checkpoints"):
         resume_run(run.path, console=False)
+
+
+def test_chain_run_from_the_command_line_draws_its_learning_curve(tmp_path):
+    """`launch.py --topology chain …` end to end: summary line, figure, nothing left behind."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    runs = tmp_path / "runs"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "launch.py",
+            *("--topology", "chain", "--chain-mode", "fully-unlocked", "--chain-width", "16"),
+            *("--train-subset", "200", "--val-subset", "100", "--batch-size", "50"),
+            *("--epochs", "2", "--runs-dir", str(runs)),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "completed: mnist-chain-K2 fully-unlocked seed=0 [processes] 2/2" in result.stdout
+    (run,) = runs.iterdir()
+    assert (run / "figures" / "learning_curve.png").stat().st_size > 0
+    assert_no_process_left(run, expected_regions=4)

@@ -216,3 +216,23 @@ def test_benchmark_refuses_forward_unlocked_lstm_chains_in_one_line(capsys):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs chain_block ff" in err[0]
+
+
+def test_lstm_chain_survives_a_scheduled_cerebellum_lesion(tmp_path):
+    """Without ĝ_0 area 0 drops its graph (no update) instead of waiting wait_timeout."""
+    batches = 4
+    spec = lstm_spec(
+        chain_width=16,
+        chain_mode="backward-unlocked",
+        train_subset=batches * 50,
+        epochs=2,
+        wait_timeout=5.0,
+        ablate="cerebellum@epoch=1",
+        runs_dir=str(tmp_path),
+    )
+    run, outcome = run_chain(spec)
+    assert outcome["status"] == "completed", outcome
+    area0 = [m for m in run.metrics("area0") if "epoch" in m and "train_seconds" in m]
+    assert area0[1]["missing_predictions"] == batches and area0[1]["trained_batches"] == 0
+    assert area0[1]["train_seconds"] < batches * spec.wait_timeout / 2  # never waited it out
+    assert_no_process_left(run.path)
