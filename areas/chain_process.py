@@ -205,6 +205,7 @@ class ChainAreaShell(RegionShell):
             0,
         )
         self.counts = counts
+        started_at = time.time()  # wall clock: comparable across the chain's processes
         started = time.perf_counter()
         for b in range(n_batches):
             self.tick()
@@ -224,7 +225,7 @@ class ChainAreaShell(RegionShell):
                     continue
                 counts["synthetic_inputs"] += 1
             else:
-                x = self.receive_activity(ids)  # h_{k-1} (B, W)
+                x = self.receive_activity(ids, self.boundary_rows(len(idx)))  # h_{k-1} (B, W)
             t1 = time.perf_counter()
             h = self.core.forward(x)  # (B, W), or logits (B, 10) for the last area
             t2 = time.perf_counter()
@@ -232,7 +233,7 @@ class ChainAreaShell(RegionShell):
             wait += t1 - t0
             if self.core.last:
                 labels = self.train_y[idx]
-                correct += int((h.argmax(1) == labels).sum())
+                correct += int((h.argmax(1).cpu() == labels).sum())
                 loss, grad_x = self.core.loss_backward(labels)
                 loss_sum += loss
                 compute += time.perf_counter() - t2
@@ -256,6 +257,8 @@ class ChainAreaShell(RegionShell):
             "batches": n_batches,
             "samples": n_batches * self.spec.batch_size,
             "train_seconds": wall,
+            "train_started_at": started_at,
+            "train_ended_at": started_at + wall,
             "compute_seconds": compute,
             "wait_seconds": wait,
             "busy_fraction": compute / wall if wall > 0 else 0.0,
@@ -303,7 +306,7 @@ class ChainAreaShell(RegionShell):
             grad_h = self.prediction(boundary, ids, len(h)) if asked else None  # ĝ_k (B, W)
             self.counts["predictions"] += grad_h is not None
         else:
-            grad_h = self.receive_feedback(ids)  # ∂L/∂h_k (B, W), None if withheld
+            grad_h = self.receive_feedback(ids, len(h))  # ∂L/∂h_k (B, W), None if withheld
             self.counts["missing_feedback"] += grad_h is None
         waited = time.perf_counter() - t3
         t4 = time.perf_counter()
@@ -341,11 +344,14 @@ class ChainAreaShell(RegionShell):
             self.tick()
             ids = StepId(epoch, chunk, VALIDATION)
             first = self.core.first
-            x = self.val_x[start : start + size] if first else self.receive_activity(ids)
+            labels = self.val_y[start : start + size]
+            if first:
+                x = self.val_x[start : start + size]
+            else:
+                x = self.receive_activity(ids, self.boundary_rows(len(labels)))
             out = self.core.infer(x)
             if self.core.last:
-                labels = self.val_y[start : start + size]
-                correct += int((out.argmax(1) == labels).sum())
+                correct += int((out.argmax(1).cpu() == labels).sum())
             else:
                 self.send(self.downstream, ActivityHeader, boundary_name(self.k), ids, out)
         return {"val_accuracy": correct / n} if self.core.last else {}
@@ -572,28 +578,49 @@ class ChainAreaShell(RegionShell):
             endpoint.reject(f"unexpected {message.kind.name} {getattr(header, 'ids', '')}")
         return None
 
-    def receive_activity(self, ids: StepId) -> torch.Tensor:
+    def boundary_rows(self, examples: int) -> int:
+        """Rows of a boundary tensor for ``examples`` images: B, or B·28 for LSTM blocks."""
+        return examples * (N_STEPS if self.spec.chain_block == "lstm" else 1)
+
+    def _receive_valid(
+        self, endpoint: Endpoint, kind: Kind, ids: StepId, rows: int
+    ) -> Message | torch.Tensor | None:
+        """The valid tensor of ``kind`` for ``ids`` (an invalid one is rejected and the wait
+        goes on), a ``feedback_withheld`` CONTROL message, or None after lockstep_timeout."""
+        deadline = time.monotonic() + self.spec.lockstep_timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            message = self._wait(endpoint, kind, ids, remaining)
+            if message is None or message.kind == Kind.CONTROL:
+                return message
+            tensor = self._checked(endpoint, message, rows)
+            if tensor is not None:
+                return tensor
+        return None
+
+    def receive_activity(self, ids: StepId, rows: int) -> torch.Tensor:
+        """h_{k-1} (rows, W) from area k-1; ChainTimeout if no valid one comes in time."""
         assert self.upstream is not None
-        message = self._wait(self.upstream, Kind.ACTIVITY, ids, self.spec.lockstep_timeout)
-        tensor = None if message is None else self._checked(self.upstream, message)
-        if tensor is None:
+        tensor = self._receive_valid(self.upstream, Kind.ACTIVITY, ids, rows)
+        if not isinstance(tensor, torch.Tensor):
             raise ChainTimeout(f"no valid activity {tuple(ids)} from area{self.k - 1}")
         return tensor
 
-    def receive_feedback(self, ids: StepId) -> torch.Tensor | None:
-        """∂L/∂h_k from area k+1, or None if it withheld it (it had no ĥ_k this batch)."""
+    def receive_feedback(self, ids: StepId, rows: int) -> torch.Tensor | None:
+        """∂L/∂h_k (rows, W) from area k+1, or None if it withheld it (it had no ĥ_k)."""
         assert self.downstream is not None
-        message = self._wait(self.downstream, Kind.FEEDBACK, ids, self.spec.lockstep_timeout)
-        if message is not None and message.kind == Kind.CONTROL:
+        received = self._receive_valid(self.downstream, Kind.FEEDBACK, ids, rows)
+        if isinstance(received, Message):
             return None
-        tensor = None if message is None else self._checked(self.downstream, message)
-        if tensor is None:
+        if received is None:
             raise ChainTimeout(f"no valid feedback {tuple(ids)} from area{self.k + 1}")
-        return tensor
+        return received
 
-    def _checked(self, endpoint: Endpoint, message: Message) -> torch.Tensor | None:
+    def _checked(
+        self, endpoint: Endpoint, message: Message, rows: int | None = None
+    ) -> torch.Tensor | None:
+        """The message's tensor if it is (rows, W) and finite; else rejected (logged), None."""
         try:
-            tensor = expect_shape(message, (None, self.spec.chain_width))
+            tensor = expect_shape(message, (rows, self.spec.chain_width))
         except ProtocolError as exc:
             endpoint.reject(str(exc))
             return None

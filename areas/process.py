@@ -185,7 +185,7 @@ class AreaShell(RegionShell):
                 self.link.end_epoch(metrics["epoch"])
                 metrics["late_predictions"] = self.link.late
                 metrics["cerebellum_alive"] = self.link.cerebellum_alive
-            self.checkpoint()
+            self.checkpoint(metrics)  # with the metric: a kill between the two loses neither
             self.metric(metrics)
             self.log.info("epoch", **metrics)
         self.epoch = self.core.epoch
@@ -225,15 +225,19 @@ class AreaShell(RegionShell):
         else:
             super().on_control(message)
 
-    def checkpoint(self) -> None:
-        """Atomically save everything needed to continue after this epoch."""
+    def checkpoint(self, metric: dict | None = None) -> None:
+        """Atomically save everything needed to continue after this epoch, and the epoch's
+        metric (``resume`` restores it if the kill came before the metric was recorded)."""
         path = self.run.checkpoint_path(self.name)
         tmp = path.with_suffix(".tmp")
-        torch.save(self.core.state_dict(), tmp)
+        state = self.core.state_dict()
+        torch.save({**state, "last_metric": metric} if metric is not None else state, tmp)
         os.replace(tmp, path)
 
     def restore(self) -> None:
         path = self.run.checkpoint_path(self.name)
         if path.exists():
-            self.core.load_state_dict(torch.load(path, weights_only=False))
+            state = torch.load(path, weights_only=False)
+            state.pop("last_metric", None)
+            self.core.load_state_dict(state)
             self.log.info("restored", epoch=self.core.epoch)

@@ -5,10 +5,12 @@ each requested mode — ``locked`` (true backprop across processes), ``backward-
 area steps with the cerebellum's ĝ_k and moves on), ``forward-unlocked`` (area k+1 runs on the
 cerebellum's ĥ_k), ``fully-unlocked`` (both) — one after the other on the same data subset and
 seed, and prints per area: busy fraction (compute / wall) and step time (compute per batch,
-the first batch (warm-up) left out); per mode: samples/s of the last area, the ideal ratio
+the first batch (warm-up) left out); per mode: samples/s end to end (samples the last area
+trained on, over each epoch's span from the first area's start to the last area's end of
+training; validation between epochs left out), the ideal ratio
 Σ_k t_k / max_k t_k from the measured step times, the actual mode/locked throughput ratio,
 validation accuracy per epoch and the (training) wall-clock time to a target accuracy, and its
-ratio to the locked run's. The placement (``--pin-cores``: area k on core k; ``--area-devices
+ratio to the locked run's. The placement (``--pin-cores``: area k on the k-th available core; ``--area-devices
 cuda:0,cuda:1``) is printed with its notes (areas sharing cores; kernels of a shared GPU
 time-sliced). ``--json FILE`` keeps every number for figures (experiments/decoupling_vs_k.py).
 
@@ -100,19 +102,41 @@ def run_chain(args: argparse.Namespace, mode: str, runs_dir: str) -> dict[str, A
     }
 
 
+def epoch_spans(areas: dict[str, list[dict[str, Any]]]) -> list[float]:
+    """Per epoch, the chain's training time end to end: from the first area's start to the
+    last area's end of that epoch's training loop (validation between epochs left out).
+    An area that runs ahead waits for the others inside this span, so it is counted."""
+    per_area = [ms for ms in areas.values() if ms]
+    n = min((len(ms) for ms in per_area), default=0)
+    spans = []
+    for e in range(n):
+        starts = [ms[e].get("train_started_at") for ms in per_area]
+        ends = [ms[e].get("train_ended_at") for ms in per_area]
+        if None in starts or None in ends:  # an older run: the last area's own loop time
+            spans.append(per_area[-1][e]["train_seconds"])
+        else:
+            spans.append(max(ends) - min(starts))
+    return spans
+
+
 def summarise(result: dict[str, Any], target: float) -> dict[str, Any]:
     areas = result["areas"]
     last = areas[list(areas)[-1]]
     busy = {n: _mean([m["busy_fraction"] for m in ms]) for n, ms in areas.items()}
     step = {n: _mean([m["step_seconds"] for m in ms]) for n, ms in areas.items()}
-    samples = sum(m["samples"] for m in last)
-    seconds = sum(m["train_seconds"] for m in last)
+    spans = epoch_spans(areas)
+    # samples the last area trained on (a batch skipped for want of ĥ does not count)
+    samples = sum(
+        (m["batches"] - m.get("skipped_batches", 0)) * m["samples"] / max(m["batches"], 1)
+        for m in last[: len(spans)]
+    )
+    seconds = sum(spans)
     ideal = sum(step.values()) / max(step.values()) if step and max(step.values()) > 0 else 0.0
     accuracies = [m.get("val_accuracy", float("nan")) for m in last]
     elapsed, time_to_target = 0.0, None
-    elapsed_per_epoch = []  # training seconds of the last area at each epoch's end
-    for m in last:
-        elapsed += m["train_seconds"]
+    elapsed_per_epoch = []  # the chain's training seconds at each epoch's end
+    for m, span in zip(last, spans):
+        elapsed += span
         elapsed_per_epoch.append(elapsed)
         if time_to_target is None and m.get("val_accuracy", 0.0) >= target:
             time_to_target = elapsed
@@ -146,11 +170,11 @@ def ratios(summaries: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | 
     """Each non-locked mode against the locked run: throughput and time-to-target ratios."""
     locked = summaries.get("locked")
     out: dict[str, dict[str, float | None]] = {}
-    if locked is None:
+    if locked is None or locked["status"] != "completed":
         return out
     for mode, s in summaries.items():
-        if mode == "locked":
-            continue
+        if mode == "locked" or s["status"] != "completed":
+            continue  # a failed run's partial numbers are no measurement
         throughput = (
             s["samples_per_s"] / locked["samples_per_s"] if locked["samples_per_s"] > 0 else None
         )
@@ -181,7 +205,7 @@ def report(args: argparse.Namespace, summaries: dict[str, dict[str, Any]]) -> st
             )
         accuracies = ", ".join(f"{a:.4f}" for a in s["val_accuracy"])
         ttt = "not reached" if s["time_to_target"] is None else f"{s['time_to_target']:.2f} s"
-        lines.append(f"  samples/s: {s['samples_per_s']:.1f}")
+        lines.append(f"  samples/s (end to end): {s['samples_per_s']:.1f}")
         lines.append(f"  ideal ratio (sum/max of step times): {s['ideal_ratio']:.3f}")
         lines.append(f"  val accuracy per epoch: [{accuracies}]")
         lines.append(f"  time to target accuracy {args.target:.2f}: {ttt}")
@@ -211,7 +235,7 @@ def report(args: argparse.Namespace, summaries: dict[str, dict[str, Any]]) -> st
 
 def parse_modes(text: str) -> tuple[str, ...]:
     """``'all'`` or a comma-separated list of chain modes (each checked)."""
-    if text in ("all", "both"):  # 'both': the name of the default before forward modes
+    if text == "all":
         return CHAIN_MODES
     modes = tuple(m.strip() for m in text.split(",") if m.strip())
     for mode in modes:
@@ -260,7 +284,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--target", type=float, default=0.9, help="target validation accuracy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--pin-cores", action="store_true", help="pin area k to CPU core k (round-robin)"
+        "--pin-cores",
+        action="store_true",
+        help="pin area k to the k-th available CPU core (round-robin)",
     )
     parser.add_argument(
         "--area-devices",

@@ -56,7 +56,10 @@ def run_all(args: argparse.Namespace, extra: list[str]) -> dict[int, dict[str, A
 
 
 def time_to(summary: dict[str, Any], target: float) -> float | None:
-    """Training seconds of the last area until the validation accuracy first reaches target."""
+    """The chain's training seconds until the validation accuracy first reaches target (None
+    also for a run that did not complete: its partial numbers are no measurement)."""
+    if summary.get("status") != "completed":
+        return None
     for accuracy, seconds in zip(summary.get("val_accuracy", []), summary.get("elapsed", [])):
         if accuracy >= target:
             return seconds
@@ -95,6 +98,11 @@ def table(results: dict[int, dict[str, Any]], targets: list[float]) -> str:
     return "\n".join(lines)
 
 
+def _throughput(summary: dict[str, Any]) -> float:
+    ok = summary.get("status") == "completed"
+    return summary.get("samples_per_s", float("nan")) if ok else float("nan")
+
+
 def draw(results: dict[int, dict[str, Any]], path: Path, targets: list[float]) -> None:
     ks = sorted(results)
     modes = list(results[ks[0]]["modes"])
@@ -102,14 +110,14 @@ def draw(results: dict[int, dict[str, Any]], path: Path, targets: list[float]) -
     styles = ["o-", "s--", "^:"]
     for i, mode in enumerate(modes):
         colour = f"C{i}"
-        thr = [results[k]["modes"].get(mode, {}).get("samples_per_s", float("nan")) for k in ks]
+        thr = [_throughput(results[k]["modes"].get(mode, {})) for k in ks]
         ax_thr.plot(ks, thr, "o-", color=colour, label=mode)
         for j, target in enumerate(targets):
             ttt = [time_to(results[k]["modes"].get(mode, {}), target) for k in ks]
             ttt = [float("nan") if t is None else t for t in ttt]
             ax_ttt.plot(ks, ttt, styles[j % 3], color=colour, label=f"{mode}, {target:.0%}")
     locked = [results[k]["modes"].get("locked") for k in ks]
-    if all(locked):
+    if all(m and m.get("status") == "completed" for m in locked):
         ideal = [m["samples_per_s"] * m["ideal_ratio"] for m in locked]
         ax_thr.plot(ks, ideal, "k--", label="ideal, a core per area (Σ/max × locked)")
         on_cores = [m["samples_per_s"] * min(m["ideal_ratio"], m.get("cores", 1)) for m in locked]
@@ -139,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ks", default="2,3,4", help="comma-separated numbers of areas")
     parser.add_argument("--out", default="runs/decoupling-vs-k", help="JSON and runs go here")
-    parser.add_argument("--pin-cores", action="store_true", help="pin area k to core k")
+    parser.add_argument(
+        "--pin-cores", action="store_true", help="pin area k to the k-th available core"
+    )
     parser.add_argument("--figure", default="", help="figure path (default: OUT/figure.png)")
     parser.add_argument("--report-only", action="store_true", help="redraw from the JSON")
     parser.add_argument(

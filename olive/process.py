@@ -93,10 +93,14 @@ class OliveShell(RegionShell):
             return
         self.state = "comparing"
         self.epoch = max(self.epoch, header.epoch)
-        if expected == Kind.TARGET:
-            fibre = self.core.receive_target(header.interface, header.ids, tensor)
-        else:
-            fibre = self.core.receive_prediction(header.interface, header.ids, tensor)
+        try:
+            if expected == Kind.TARGET:
+                fibre = self.core.receive_target(header.interface, header.ids, tensor)
+            else:
+                fibre = self.core.receive_prediction(header.interface, header.ids, tensor)
+        except ValueError as exc:  # its pair has another shape: both are dropped
+            endpoint.reject(str(exc), sender)
+            return
         if fibre is None:
             return
         self.maybe_report()

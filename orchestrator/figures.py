@@ -52,7 +52,7 @@ def learning_curve(run: RunDirectory, title: str, colour: str = "tab:orange") ->
         ax2 = axes[1, 0]
         interfaces = sorted({name for m in olive for name in _cerebellar_losses(m)})
         for i, name in enumerate(interfaces):
-            points = [(m["epoch"] + 1, _cerebellar_losses(m)[name]) for m in olive]
+            points = [(m["epoch"] + 1, _cerebellar_losses(m).get(name)) for m in olive]
             points = [(e, v) for e, v in points if v is not None]
             ax2.plot(
                 [e for e, _ in points],

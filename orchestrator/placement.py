@@ -159,9 +159,17 @@ def _canonical(device: str) -> str:
     return device if ":" in device else "cuda:0"
 
 
-def apply_placement(placement: dict[str, Any] | None) -> None:
-    """In a region process: pin to the planned cores (where the OS supports affinity)."""
+def apply_placement(placement: dict[str, Any] | None) -> str | None:
+    """In a region process: pin to the planned cores (where the OS supports affinity).
+
+    Returns why pinning failed (the cores changed since planning, no affinity support), or
+    None; the region then runs unpinned and logs the reason instead of dying."""
     if not placement or not placement.get("cores"):
-        return
-    if hasattr(os, "sched_setaffinity"):
+        return None
+    if not hasattr(os, "sched_setaffinity"):
+        return "this OS cannot pin processes to cores"
+    try:
         os.sched_setaffinity(0, set(placement["cores"]))
+    except OSError as exc:
+        return f"cannot pin to cores {placement['cores']}: {exc}"
+    return None

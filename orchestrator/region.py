@@ -76,6 +76,8 @@ class RegionShell(ABC):
             device=spec.device,
             cores=sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         )
+        if self.options.get("placement_failed"):
+            self.log.warning("placement_failed", reason=self.options["placement_failed"])
         self.counters = Counters()
         self.context = zmq.Context()
         self.sockets: list[zmq.Socket] = []
@@ -237,7 +239,9 @@ def region_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     placement = (options or {}).get("placement")
-    apply_placement(placement)  # the cores first: everything after runs where planned
+    failed = apply_placement(placement)  # the cores first: everything after runs there
+    if failed:
+        options = {**(options or {}), "placement_failed": failed}
     if placement and placement["device"] != spec_dict["device"]:
         spec_dict = {**spec_dict, "device": placement["device"]}  # this region's device
     module, _, cls = SHELLS[role].partition(":")

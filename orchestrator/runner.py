@@ -61,10 +61,17 @@ def execute_run(
     wall = time.perf_counter() - started
     summary = summarise(run, spec, outcome, wall)
     if spec.figures and summary["epochs_completed"]:
-        title = f"{spec.task} · {spec.model} · T={spec.truncation} · seed {spec.seed}"
-        summary["figures"] = [
-            str(p.relative_to(run.path)) for p in draw_run(run, spec.model, title)
-        ]
+        if spec.topology == "chain":
+            title = f"{_chain_task(spec)} · {spec.chain_mode} · seed {spec.seed}"
+        else:
+            title = f"{spec.task} · {spec.model} · T={spec.truncation} · seed {spec.seed}"
+        try:
+            summary["figures"] = [
+                str(p.relative_to(run.path)) for p in draw_run(run, spec.model, title)
+            ]
+        except Exception as exc:  # a figure is never worth the numbers recorded
+            summary["figures_error"] = f"{type(exc).__name__}: {exc}"
+            log.warning("figures_failed", error=summary["figures_error"])
     run.write_json(run.summary_path, summary)
     log.info("run_end", **{k: v for k, v in summary.items() if not isinstance(v, (dict, list))})
     return RunOutcome(run, summary)
@@ -163,14 +170,24 @@ def resume_run(run_path: str | Path, console: bool = True) -> RunOutcome:
         raise ResumeError("in-process runs keep no per-epoch checkpoints; run them again")
     if spec.topology == "chain":
         raise ResumeError("chain runs keep only their final checkpoints; run them again")
-    epochs = []
+    epochs, saved_metrics = [], []
     for area in spec.area_names:
         path = run.checkpoint_path(area)
-        epochs.append(int(torch.load(path, weights_only=False)["epoch"]) if path.exists() else 0)
+        state = torch.load(path, weights_only=False) if path.exists() else {"epoch": 0}
+        epochs.append(int(state["epoch"]))
+        if state.get("last_metric"):
+            saved_metrics.append({"region": area, **state["last_metric"]})
     epoch = min(epochs)
     if epoch >= spec.epochs:
         raise ResumeError(f"the run in {run.path} already completed its {spec.epochs} epochs")
     kept = [r for r in run.metrics() if "epoch" in r and r["epoch"] < epoch]
+    recorded = {(r.get("region"), r["epoch"]) for r in kept}
+    for record in saved_metrics:  # killed after the checkpoint, before the metric arrived
+        if (
+            record.get("epoch", epoch) < epoch
+            and (record["region"], record["epoch"]) not in recorded
+        ):
+            kept.append(record)
     tmp = run.metrics_path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
     os.replace(tmp, run.metrics_path)

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,10 +137,11 @@ class RunSpec:
         3,
         "Chain, unlocked modes: the cerebellum answers an area's efference of batch n (h_k "
         "on boundary{k}, or x on forward{k}) only once it has applied the climbing-fibre "
-        "errors of batches ≤ n − chain_max_lag on that interface, so a fast area cannot run "
+        "errors of batches < n − chain_max_lag on that interface, so a fast area cannot run "
         "arbitrarily far ahead of the learning of its synthesiser (long delays make it "
-        "diverge) nor of the area whose activity ĥ stands for. -1: no such bound (an area "
-        "still runs at most 64 batches ahead of the next one).",
+        "diverge) nor of the area whose activity ĥ stands for. -1: no such bound (backward-"
+        "unlocked only: an area still runs at most 64 batches ahead of the next one; the "
+        "forward modes need the bound).",
     )
 
     # --- processes ------------------------------------------------------------------------
@@ -265,6 +267,11 @@ class RunSpec:
                 raise SpecError(f"chain_areas must be at least 2, got {self.chain_areas}")
             if self.inprocess:
                 raise SpecError("topology chain runs as processes only")
+            if self.chain_mode in FORWARD_UNLOCKED_MODES and self.chain_max_lag < 0:
+                raise SpecError(
+                    f"chain_mode {self.chain_mode} needs chain_max_lag ≥ 0: nothing else "
+                    "bounds how far area k+1 runs ahead of area k"
+                )
             if self.chain_block == "lstm" and self.chain_mode in FORWARD_UNLOCKED_MODES:
                 raise SpecError(
                     f"chain_mode {self.chain_mode} needs chain_block ff: an LSTM layer's "
@@ -273,6 +280,14 @@ class RunSpec:
                 )
             if self.ablate and not self.uses_cerebellum:
                 raise SpecError("ablate: chain_mode locked has no cerebellum or olive to lesion")
+
+        if self.inprocess and (self.pin_cores or self.area_devices):
+            raise SpecError("pin_cores and area_devices place processes: not with inprocess")
+        for device in (d.strip() for d in self.area_devices.split(",") if d.strip()):
+            if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+                raise SpecError(
+                    f"area_devices: {device!r} is not a torch device (cpu, cuda, cuda:N)"
+                )
 
         if self.record_epochs:
             self.recorded_epochs  # noqa: B018 - parses and validates

@@ -349,6 +349,14 @@ class Sweep:
         self.base = base
         self.grids = [grid] if isinstance(grid, dict) else list(grid)
         self.places = devices(device, runs_per_gpu, slots)
+        specs = [p.spec for p in expand(base, self.grids, Path(sweep_dir)) if p.spec]
+        if len(self.places) > 1 and any(spec.pin_cores for spec in specs):
+            raise SpecError(
+                "pin_cores pins area k of every concurrent run to the same core: "
+                "sweep pinned runs with one slot (--slots 1)"
+            )
+        if any(spec.area_devices for spec in specs):
+            raise SpecError("area_devices places one run's areas; a sweep places whole runs")
         self.log = log if log is not None else structlog.get_logger()
         self.points = expand(base, self.grids, self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -223,6 +223,7 @@ def unlocked_spec(tmp_path, mode: str, **changes):
         lr=1e-3,
         cerebellum_hidden=512,
         cerebellum_lr=3e-3,
+        wait_timeout=10.0,  # a loaded machine must not turn late answers into missing ones
         run_name=mode,
     )
     values.update(changes)
@@ -363,3 +364,61 @@ def test_chain_run_from_the_command_line_draws_its_learning_curve(tmp_path):
     (run,) = runs.iterdir()
     assert (run / "figures" / "learning_curve.png").stat().st_size > 0
     assert_no_process_left(run, expected_regions=4)
+
+
+class FakeEndpoint:
+    """Stands in for a chain area's socket: hands out queued messages, records rejections."""
+
+    def __init__(self, messages):
+        self.messages = list(messages)
+        self.rejected: list[str] = []
+
+    def receive(self, timeout):
+        return ("area0", self.messages.pop(0)) if self.messages else None
+
+    def reject(self, reason, sender=None):
+        self.rejected.append(reason)
+
+
+def activity(ids, tensor):
+    from wire.protocol import ActivityHeader, decode, encode, step_header
+
+    return decode(encode(step_header(ActivityHeader, "run", "boundary0", ids), [tensor]))
+
+
+def test_a_wrong_sized_activity_is_rejected_and_the_area_keeps_waiting(tmp_path):
+    """A tensor of the wrong batch size (or width) for a batch is dropped with its reason;
+    the valid one that follows is used, and nothing valid means a ChainTimeout naming it."""
+    from areas.chain_process import ChainAreaShell, ChainTimeout
+
+    shell = object.__new__(ChainAreaShell)  # the receive logic only, without sockets
+    shell.spec = chain_spec(tmp_path, lockstep_timeout=0.3)
+    shell.k = 1
+    shell.tick = lambda: None
+    ids = StepId(0, 4, 0)
+    good = torch.ones(50, 32)
+    shell.upstream = FakeEndpoint(
+        [activity(ids, torch.ones(49, 32)), activity(ids, torch.ones(50, 31)), activity(ids, good)]
+    )
+    assert torch.equal(shell.receive_activity(ids, rows=50), good)
+    assert len(shell.upstream.rejected) == 2
+    assert "shape (49, 32), expected (50, 32)" in shell.upstream.rejected[0]
+    shell.upstream = FakeEndpoint([activity(ids, torch.ones(49, 32))])
+    with pytest.raises(ChainTimeout, match=r"no valid activity \(0, 4, 0\) from area0"):
+        shell.receive_activity(ids, rows=50)
+
+
+def test_epoch_spans_run_from_the_first_start_to_the_last_end():
+    areas = {
+        "area0": [{"train_started_at": 10.0, "train_ended_at": 12.0, "train_seconds": 2.0}],
+        "area1": [{"train_started_at": 10.5, "train_ended_at": 13.0, "train_seconds": 2.5}],
+    }
+    assert decoupling.epoch_spans(areas) == [3.0]
+    del areas["area0"][0]["train_started_at"]  # an older run: the last area's own loop
+    assert decoupling.epoch_spans(areas) == [2.5]
+
+
+def test_forward_modes_need_a_lag_bound(tmp_path):
+    with pytest.raises(SpecError, match="needs chain_max_lag ≥ 0"):
+        chain_spec(tmp_path, chain_mode="fully-unlocked", chain_max_lag=-1)
+    chain_spec(tmp_path, chain_mode="backward-unlocked", chain_max_lag=-1)  # flow control

@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.placement import parse_devices, plan_placement, region_names
+from orchestrator.placement import (
+    apply_placement,
+    parse_devices,
+    plan_placement,
+    region_names,
+)
 from orchestrator.runner import execute_run
 from orchestrator.spec import SpecError, load_spec
 from tests.conftest import ROOT, assert_no_process_left, records
@@ -70,13 +75,36 @@ def test_one_gpu_per_area_has_no_time_slicing_note() -> None:
     [
         ("cuda:0", 0, "no CUDA device"),
         ("cuda:0,cuda:2", 2, "has 2 CUDA device(s)"),
-        ("gpu0", 1, "not a torch device"),
     ],
 )
 def test_impossible_devices_are_one_clear_error(devices: str, n_cuda: int, message: str) -> None:
     spec = load_spec(topology="chain", chain_areas=2, area_devices=devices)
     with pytest.raises(SpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
         plan_placement(spec, ["area0", "area1"], cores=(0,), n_cuda=n_cuda)
+
+
+def test_spec_refuses_malformed_or_meaningless_placement() -> None:
+    with pytest.raises(SpecError, match="'gpu0' is not a torch device"):
+        load_spec(area_devices="cuda:0,gpu0")
+    with pytest.raises(SpecError, match="not with inprocess"):
+        load_spec(inprocess=True, pin_cores=True)
+
+
+def test_a_sweep_will_not_pin_concurrent_runs_to_the_same_cores(tmp_path: Path) -> None:
+    from orchestrator.sweep import Sweep
+
+    with pytest.raises(SpecError, match="--slots 1"):
+        Sweep(tmp_path / "sweep", {"pin_cores": True}, {"seed": [0, 1]}, slots=2)
+    Sweep(tmp_path / "one", {"pin_cores": True}, {"seed": [0, 1]}, slots=1)  # one at a time
+
+
+def test_pinning_to_a_core_that_is_gone_is_reported_not_fatal() -> None:
+    assert apply_placement({"device": "cpu", "cores": None}) is None
+    if hasattr(os, "sched_setaffinity"):
+        before = os.sched_getaffinity(0)
+        reason = apply_placement({"device": "cpu", "cores": [100_000]})
+        assert reason is not None and "cannot pin to cores [100000]" in reason
+        assert os.sched_getaffinity(0) == before  # unchanged: the region runs unpinned
 
 
 def test_parse_devices_strips_and_skips_empty_entries() -> None:
