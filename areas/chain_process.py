@@ -31,7 +31,9 @@ Modes (``spec.chain_mode``) and the training-time frames of boundary k (area k �
   ``forward{k}``). No tensor crosses between areas while training.
 
 Before the first batch each area says ``hello`` downstream and waits for its upstream
-neighbour's (a ROUTER can only answer a DEALER whose connection is up). In the
+neighbour's (a ROUTER can only answer a DEALER whose connection is up). After each epoch's
+validation area k waits for ``validated`` from area k+1 and passes it upstream, so all areas
+begin the next epoch together and no training-loop clock holds another area's validation. In the
 backward-unlocked modes area k+1 also sends a ``batch_done`` CONTROL upstream after each
 training batch and area k begins batch n only once batches ≤ n − w are done (w =
 ``chain_max_lag``, at least 1; 64 with no lag bound): area k never hears from area k+1
@@ -102,6 +104,7 @@ from wire.protocol import (
 VALIDATION = 1  # the truncation field of validation activities
 FEEDBACK_WITHHELD = "feedback_withheld"  # CONTROL to area k-1: no ∂L/∂ĥ for this batch
 BATCH_DONE = "batch_done"  # CONTROL to area k-1 (backward-unlocked modes): flow control
+VALIDATED = "validated"  # CONTROL to area k-1: the chain below has validated the epoch
 FLOW_WINDOW = 64  # batches an area may run ahead of the next when chain_max_lag is -1
 CORES = {"ff": ChainArea, "lstm": LstmChainArea}  # spec.chain_block → the area's core
 
@@ -168,6 +171,7 @@ class ChainAreaShell(RegionShell):
             self.scheduled_lesions(epoch)
             metrics = self.train_epoch(epoch, order)
             metrics.update(self.validate(epoch))
+            self.validated(epoch)
             self.metric(metrics)
             self.log.info("epoch", **metrics)
         self.checkpoint()
@@ -495,6 +499,31 @@ class ChainAreaShell(RegionShell):
             self.tick()
             timeout = 0.05
         self.batches_begun += 1
+
+    def validated(self, epoch: int) -> None:
+        """The end of an epoch: wait until every area below has validated it (``validated``
+        from area k+1), then tell area k-1. Every area thus begins the next epoch's training
+        within a few messages of the others, so no area's training loop (its clock) holds a
+        wait for another's validation. ``batch_done`` notices still in the queue count."""
+        if self.downstream is not None:
+            deadline = time.monotonic() + self.spec.lockstep_timeout
+            while True:
+                received = self.downstream.receive(0.05)
+                if received is not None:
+                    header = received[1].header
+                    command = getattr(header, "command", None)
+                    if command == VALIDATED and header.args.get("epoch") == epoch:
+                        break
+                    if command == BATCH_DONE:
+                        self.batches_acknowledged += 1
+                    else:
+                        self.downstream.reject(f"unexpected {received[1].kind.name} after epoch")
+                elif time.monotonic() > deadline:
+                    raise ChainTimeout(f"area{self.k + 1} did not finish validating epoch {epoch}")
+                self.tick()
+        if self.upstream is not None:
+            header = ControlHeader(command=VALIDATED, region=self.name, args={"epoch": epoch})
+            self.upstream.send(header, to=f"area{self.k - 1}")
 
     def acknowledge(self, ids: StepId) -> None:
         """Backward-unlocked modes: tell area k-1 this training batch is finished."""

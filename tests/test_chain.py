@@ -422,3 +422,18 @@ def test_forward_modes_need_a_lag_bound(tmp_path):
     with pytest.raises(SpecError, match="needs chain_max_lag ≥ 0"):
         chain_spec(tmp_path, chain_mode="fully-unlocked", chain_max_lag=-1)
     chain_spec(tmp_path, chain_mode="backward-unlocked", chain_max_lag=-1)  # flow control
+
+
+def test_repeats_report_the_median_run_and_a_failed_repeat_fails_the_mode():
+    runs = [
+        {"status": "completed", "samples_per_s": v, "run": i} for i, v in enumerate((30, 10, 20))
+    ]
+    chosen = decoupling.median_run(runs)
+    assert chosen["run"] == 2 and chosen["samples_per_s_repeats"] == [30, 10, 20]
+    failed = {"status": "failed", "samples_per_s": 99.0, "run": 3}
+    assert decoupling.median_run([*runs, failed]) is failed
+    summaries = {
+        "locked": {"status": "completed", "samples_per_s": 10.0, "time_to_target": 2.0},
+        "backward-unlocked": {"status": "failed", "samples_per_s": 30.0, "time_to_target": 1.0},
+    }
+    assert decoupling.ratios(summaries) == {}  # a failed run's numbers are no measurement
