@@ -178,6 +178,16 @@ class ChainArea:
         return {"block": self.block.state_dict(), "optimiser": self.optimiser.state_dict()}
 
 
+def step_blocks(spec: RunSpec, blocks: list[nn.Module], optimisers: list) -> None:
+    """After one backward through every block: clip each block's gradient on its own and step
+    its own Adam, exactly as each area process does (``ChainArea._finish``)."""
+    for block, optimiser in zip(blocks, optimisers):
+        if spec.grad_clip > 0:
+            nn.utils.clip_grad_norm_(block.parameters(), spec.grad_clip)
+        optimiser.step()
+        optimiser.zero_grad(set_to_none=True)
+
+
 def flat_images(images: torch.Tensor) -> torch.Tensor:
     return images.reshape(images.shape[0], -1)
 
@@ -206,11 +216,7 @@ def train_chain_inprocess(
             out = block(out)
         loss = F.cross_entropy(out, data.train_labels[idx])
         loss.backward()
-        for block, optimiser in zip(blocks, optimisers):
-            if spec.grad_clip > 0:
-                nn.utils.clip_grad_norm_(block.parameters(), spec.grad_clip)
-            optimiser.step()
-            optimiser.zero_grad(set_to_none=True)
+        step_blocks(spec, blocks, optimisers)  # each its own clip and Adam, as the areas
         losses.append(float(loss.detach()))
     with torch.no_grad():
         out = flat_images(data.val_images)

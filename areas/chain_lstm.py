@@ -37,6 +37,7 @@ from areas.chain import (
     batches_per_epoch,
     chain_data,
     flat_images,
+    step_blocks,
 )
 from areas.cortex import derived_seed, make_adam
 from orchestrator.spec import RunSpec
@@ -190,11 +191,7 @@ def train_lstm_chain_inprocess(
         logits = _stack(blocks, images[idx].to(device))  # (B, 10)
         loss = F.cross_entropy(logits, data.train_labels[idx].to(device))
         loss.backward()
-        for block, optimiser in zip(blocks, optimisers):
-            if spec.grad_clip > 0:
-                nn.utils.clip_grad_norm_(block.parameters(), spec.grad_clip)
-            optimiser.step()
-            optimiser.zero_grad(set_to_none=True)
+        step_blocks(spec, blocks, optimisers)  # each its own clip and Adam, as the areas
         losses.append(float(loss.detach()))
     return {
         "blocks": [b.state_dict() for b in blocks],
