@@ -52,11 +52,9 @@ FIELDS = (
 )
 
 
-def run_chain(
-    args: argparse.Namespace, mode: str, runs_dir: str, suffix: str = ""
-) -> dict[str, Any]:
-    """One multi-process chain run; returns its per-area epoch metrics and the outcome."""
-    spec = load_spec(
+def bench_spec(args: argparse.Namespace, mode: str, runs_dir: str = "runs", suffix: str = ""):
+    """The spec of one benchmark run of ``mode`` (the same for every mode but the mode)."""
+    return load_spec(
         topology="chain",
         chain_areas=args.areas,
         chain_width=args.width,
@@ -82,6 +80,13 @@ def run_chain(
         figures=False,
         progress=False,
     )
+
+
+def run_chain(
+    args: argparse.Namespace, mode: str, runs_dir: str, suffix: str = ""
+) -> dict[str, Any]:
+    """One multi-process chain run; returns its per-area epoch metrics and the outcome."""
+    spec = bench_spec(args, mode, runs_dir, suffix)
     run = RunDirectory.create(spec)
     log = configure_logging(
         "orchestrator", run.log_path("orchestrator"), spec.log_level, console=False
@@ -317,19 +322,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_benchmark(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Run the requested modes one after the other; their summaries by mode."""
     modes = args.mode or (CHAIN_MODES if args.block == "ff" else ("locked", "backward-unlocked"))
-    probes = [
-        load_spec(  # every mode's spec is checked before anything runs
-            topology="chain",
-            chain_areas=args.areas,
-            chain_block=args.block,
-            chain_mode=mode,
-            pin_cores=args.pin_cores,
-            area_devices=args.area_devices,
-            device=args.device,
-            data_dir=args.data_dir,
-        )
-        for mode in modes
-    ]
+    probes = [bench_spec(args, mode) for mode in modes]  # every mode checked before any run
     probe = max(probes, key=lambda spec: len(region_names(spec)))
     check_task_data(probe)  # missing MNIST or an impossible placement fail before any run
     plan_placement(probe, list(region_names(probe)))

@@ -10,6 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from orchestrator.launcher import Supervisor
+from orchestrator.logs import configure_logging
+from orchestrator.progress import Progress
+from orchestrator.rundir import RunDirectory
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("CCDNI_DATA", str(ROOT.parent / "shared" / "data"))
 torch.set_num_threads(1)  # two cores are shared by every region and the test process
@@ -54,3 +59,12 @@ def assert_same_losses(reference: Path, run: Path) -> dict[tuple[str, int], dict
                     name,
                 )
     return want
+
+
+def run_chain(spec) -> tuple[RunDirectory, dict]:
+    """Run a chain spec through the Supervisor (processes, no display); (run, outcome)."""
+    run = RunDirectory.create(spec)
+    log = configure_logging("orchestrator", run.log_path("orchestrator"), "info", console=False)
+    with Progress(spec, log, enabled=False) as progress:
+        outcome = Supervisor(spec, run, log, progress).execute()
+    return run, outcome

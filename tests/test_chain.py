@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from conftest import assert_no_process_left, records
+from conftest import assert_no_process_left, records, run_chain
 from torch import nn
 
 from areas.chain import ChainArea, batch_order, chain_data, flat_images, train_chain_inprocess
@@ -17,9 +17,6 @@ from areas.cortex import make_adam
 from benchmarks import decoupling
 from cerebellum.synthesiser import CerebellumCore
 from olive.comparator import InferiorOlive
-from orchestrator.launcher import Supervisor
-from orchestrator.logs import configure_logging
-from orchestrator.progress import Progress
 from orchestrator.rundir import RunDirectory
 from orchestrator.spec import SpecError, load_spec
 from wire.ids import StepId
@@ -72,14 +69,6 @@ def test_locked_cores_match_true_backprop(tmp_path):
     # the parameters really moved
     fresh = ChainArea(spec, 0).block.state_dict()
     assert not torch.allclose(fresh["linear.weight"], reference["blocks"][0]["linear.weight"])
-
-
-def run_chain(spec):
-    run = RunDirectory.create(spec)
-    log = configure_logging("orchestrator", run.log_path("orchestrator"), "info", console=False)
-    with Progress(spec, log, enabled=False) as progress:
-        outcome = Supervisor(spec, run, log, progress).execute()
-    return run, outcome
 
 
 def test_locked_processes_match_inprocess_reference(tmp_path):

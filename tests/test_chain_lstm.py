@@ -7,16 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_no_process_left
+from conftest import assert_no_process_left, run_chain
 
 from areas.chain import batch_order, batches_per_epoch, chain_data, flat_images
 from areas.chain_lstm import LstmChainArea, lstm_chain_accuracy, train_lstm_chain_inprocess
 from cerebellum.synthesiser import CerebellumCore
 from olive.comparator import climbing_fibre_error
-from orchestrator.launcher import Supervisor
-from orchestrator.logs import configure_logging
-from orchestrator.progress import Progress
-from orchestrator.rundir import RunDirectory
 from orchestrator.spec import SpecError, load_spec
 from wire.ids import StepId
 
@@ -159,14 +155,6 @@ def test_wrong_shapes_raise_a_clear_value_error():
     area1.forward(torch.zeros(2 * N_STEPS, WIDTH))
     with pytest.raises(ValueError, match=rf"area1 expects ∂L/∂h of shape \(56, {WIDTH}\)"):
         area1.backward(torch.zeros(2, WIDTH))
-
-
-def run_chain(spec) -> tuple[RunDirectory, dict]:
-    run = RunDirectory.create(spec)
-    log = configure_logging("orchestrator", run.log_path("orchestrator"), "info", console=False)
-    with Progress(spec, log, enabled=False) as progress:
-        outcome = Supervisor(spec, run, log, progress).execute()
-    return run, outcome
 
 
 def test_locked_lstm_processes_match_inprocess_reference(tmp_path):
