@@ -156,7 +156,13 @@ class ChainArea:
         return self._finish()
 
     def discard(self) -> None:
-        """Forget the last forward's graph without learning (no feedback for it arrived)."""
+        """Forget the last forward's graph without learning (no feedback for it arrived): the
+        optimiser is not touched. With ``step_without_feedback`` (earlier versions' behaviour)
+        the area steps on a zero gradient instead."""
+        if self.spec.step_without_feedback and self._output is not None:
+            self._output.backward(torch.zeros_like(self._output))
+            self._finish()
+            return
         self._input = self._output = None
 
     def loss_backward(self, labels: torch.Tensor) -> tuple[float, torch.Tensor | None]:

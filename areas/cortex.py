@@ -6,7 +6,10 @@ One truncation k covering steps (a, b]:
 2. the area runs forward over the truncation → s_b and the task loss L_k;
 3. if a future exists (b < N), the efference copy s_b goes to the cerebellum, which answers
    with the predicted feedback ĝ_b (no synthetic feedback at the sequence end);
-4. backward ``L_k + λ·<ĝ_b, s_b>`` and update (after every truncation by default);
+4. backward ``L_k + λ·<ĝ_b, s_b>`` and update (after every truncation by default) — only if
+   a gradient exists: with no scored step in the truncation and no ĝ_b, nothing is
+   back-propagated and the optimiser is not touched (the paper's appendix A: "assuming a
+   corresponding (synthetic) loss gradient is available, the model parameters are updated");
 5. the gradient that reached the leaf s_a is the bootstrapped target
    ``g̃_a = ∂L_k/∂s_a + λ·(∂s_b/∂s_a)ᵀ ĝ_b`` for the prediction made at the end of
    truncation k−1; it goes to the inferior olive.
@@ -114,14 +117,21 @@ class TruncatedLearner:
         self.truncation = spec.truncation
         self.update = spec.update
         self.grad_clip = spec.grad_clip
+        self.step_without_feedback = spec.step_without_feedback
         self.optimiser = make_adam(area.parameters(), spec.lr, spec)
+        self.steps = 0  # optimiser steps taken (each one had a gradient to take)
 
     def step(self) -> None:
-        """Clip the gradient norm, step Adam, clear the gradients."""
+        """Clip the gradient norm, step Adam, clear the gradients.
+
+        Only parameters that received a gradient move: the others have ``grad is None`` and
+        Adam leaves them, their moments and their step counts alone.
+        """
         if self.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.area.parameters(), self.grad_clip)
         self.optimiser.step()
         self.optimiser.zero_grad(set_to_none=True)
+        self.steps += 1
 
     def sequence(self, batch: Batch, epoch: int, batch_index: int) -> SequencePass:
         return SequencePass(self, batch, epoch, batch_index)
@@ -148,6 +158,7 @@ class SequencePass:
         self._leaf = learner.area.initial_state(batch.size, batch.inputs.device)  # s_0
         self._state: torch.Tensor | None = None
         self._task_loss: torch.Tensor | None = None
+        self._unstepped_gradient = False  # a gradient reached the parameters since the last step
 
     @property
     def n_truncations(self) -> int:
@@ -164,14 +175,26 @@ class SequencePass:
         outputs, _, state = self.learner.area(self.batch.inputs[:, a:b], self._leaf)
         self._state = state  # (B, 2H)
         self._task_loss = self.learner.task.truncation_loss(outputs, self.batch, a, b)
+        if self._task_loss is None and self.learner.step_without_feedback:
+            # earlier versions' placeholder: a zero-valued loss, i.e. a zero gradient that
+            # Adam steps on through its moments (kept as an explicit option, off by default)
+            self._task_loss = outputs.sum() * 0.0
         self.outputs.append(outputs.detach())
         if b >= self.batch.n_steps:
             return None  # no future: no synthetic feedback at the sequence end
         return Efference(self.ids(k), state.detach())
 
     def backward(self, k: int, prediction: torch.Tensor | None) -> BootstrappedTarget | None:
-        """Backward ``L_k + λ<ĝ_b, s_b>``, update, and return the target g̃_a (None for k=0)."""
-        assert self._state is not None and self._task_loss is not None, "forward(k) first"
+        """Backward ``L_k + λ<ĝ_b, s_b>``, update, and return the target g̃_a.
+
+        The paper's rule (appendix A): the parameters are updated only if a real or synthetic
+        gradient is available. A truncation with no scored step (``L_k`` is None) and no
+        prediction (LSTM, lesioned cerebellum, sequence end, no answer in time) back-propagates
+        nothing and leaves the optimiser untouched. The target g̃_a is then unknown mid-sequence
+        (None) and exactly zero at the sequence end; it is None for k = 0 (s_0 is not a
+        prediction's).
+        """
+        assert self._state is not None, "forward(k) first"
         objective = self._task_loss
         if prediction is not None:
             if prediction.shape != self._state.shape:
@@ -179,15 +202,25 @@ class SequencePass:
                     f"prediction shape {tuple(prediction.shape)} != state shape "
                     f"{tuple(self._state.shape)}"
                 )
-            objective = objective + self.learner.synthetic_scale * (prediction * self._state).sum()
-        objective.backward()
-        self.loss += float(self._task_loss.detach())
-        target = None
-        if k > 0:
-            target = BootstrappedTarget(self.ids(k - 1), self._leaf.grad.detach().clone())
+            synthetic = self.learner.synthetic_scale * (prediction * self._state).sum()
+            objective = synthetic if objective is None else objective + synthetic
+        if objective is not None:
+            objective.backward()
+            self._unstepped_gradient = True
+        if self._task_loss is not None:
+            self.loss += float(self._task_loss.detach())
         last = k == self.n_truncations - 1
-        if self.learner.update == "truncation" or last:
+        target = None
+        if k > 0 and self._leaf.grad is not None:
+            target = BootstrappedTarget(self.ids(k - 1), self._leaf.grad.detach().clone())
+        elif k > 0 and last:
+            # the sequence ends with no scored step: the true feedback at s_a is known to be
+            # exactly zero (no loss lies ahead), so the prediction for s_a gets a zero target.
+            # (A *missing* ĝ_b mid-sequence leaves the feedback unknown: no target then.)
+            target = BootstrappedTarget(self.ids(k - 1), torch.zeros_like(self._leaf))
+        if self._unstepped_gradient and (self.learner.update == "truncation" or last):
             self.learner.step()
+            self._unstepped_gradient = False
         self._leaf = self._state.detach()
         self._state = self._task_loss = None
         return target
@@ -214,6 +247,7 @@ class EpochCounters:
     missing: int = 0
     targets: int = 0
     wait_seconds: float = 0.0
+    prediction_abs_max: float = 0.0  # max |ĝ| over every prediction used (0 for zero-dni)
     train_loss_sum: float = 0.0
     batches: int = 0
     extra: dict[str, float] = field(default_factory=dict)
@@ -251,6 +285,7 @@ class AreaCore:
         recording = self.epoch in self.recorded_epochs
         feedback: list[torch.Tensor] = []  # ĝ of the epoch's first batch, each (B, 2H)
         started = time.perf_counter()
+        steps_before = self.learner.steps
         self.area.train()
         for b, batch in enumerate(self.task.train_batches(self.epoch, self.data_generator)):
             batch = batch.to(self.device)
@@ -264,6 +299,10 @@ class AreaCore:
                     counters.wait_seconds += time.perf_counter() - t0
                     counters.predictions += prediction is not None
                     counters.missing += prediction is None
+                    if prediction is not None:
+                        counters.prediction_abs_max = max(
+                            counters.prediction_abs_max, float(prediction.abs().max())
+                        )
                     if recording and b == 0 and prediction is not None:
                         feedback.append(prediction.detach())
                 target = sequence.backward(k, prediction)
@@ -280,9 +319,11 @@ class AreaCore:
             **{f"val_{k}": v for k, v in self.validate().items()},
             "predictions": counters.predictions,
             "missing_predictions": counters.missing,
+            "prediction_abs_max": counters.prediction_abs_max,
             "targets_sent": counters.targets,
             "wait_seconds": counters.wait_seconds,
             "train_seconds": train_seconds,
+            "optimiser_steps": self.learner.steps - steps_before,
         }
         if recording:
             metrics.update(self.record_correlations(feedback))

@@ -89,9 +89,11 @@ class CerebellumCore:
 
     MAX_OUTSTANDING = 1024  # efferences kept per interface while waiting for their errors
 
-    def __init__(self, spec: RunSpec, interfaces: list[str], learning: bool = True):
+    def __init__(self, spec: RunSpec, interfaces: list[str], learning: bool | None = None):
         """One synthesiser per interface, sized by ``spec.interface_io`` ((2H, 2H) for a name
-        it does not list); a chain's forward{k} synthesisers are always dense."""
+        it does not list); a chain's forward{k} synthesisers are always dense. ``learning``
+        (default: the spec's ``cerebellum_learns``, False for the zero-dni control) off: errors
+        are counted as applied but never change a weight."""
         self.spec = spec
         self.device = torch.device(spec.device)
         self.synthesisers: dict[str, Synthesiser] = {}
@@ -99,7 +101,7 @@ class CerebellumCore:
         self.outstanding: dict[str, OrderedDict[StepId, torch.Tensor]] = {}
         self.errors_applied: dict[str, int] = {}
         self.dropped_errors = 0
-        self.learning = learning
+        self.learning = spec.cerebellum_learns if learning is None else learning
         for interface in interfaces:
             with torch.random.fork_rng(devices=[]):
                 seed = derived_seed(spec.seed, f"cerebellum/{interface}")

@@ -39,6 +39,7 @@ GROUPS = (
             "bias_factor",
             "truncation",
             "update",
+            "step_without_feedback",
             "lr",
             "batch_size",
             "epochs",

@@ -25,7 +25,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 TASKS = ("target-reaching", "seqmnist", "c-seqmnist", "dd-seqmnist", "ld-seqmnist")
-MODELS = ("lstm", "cc-dni", "scc-dni")
+MODELS = ("lstm", "cc-dni", "scc-dni", "zero-dni")
+DNI_MODELS = ("cc-dni", "scc-dni")  # the paper's models with a learning cerebellum
 TIMINGS = ("lockstep", "wait", "stale")
 UPDATES = ("truncation", "sequence")
 TOPOLOGIES = ("single", "chain")
@@ -69,7 +70,16 @@ class RunSpec:
     download: bool = _f(False, "seqMNIST: download MNIST with torchvision when it is missing.")
 
     # --- cortical area --------------------------------------------------------------------
-    model: str = _f("cc-dni", "Model: plain LSTM, dense CC-DNI or sparse sCC-DNI.", MODELS)
+    model: str = _f(
+        "cc-dni",
+        "Model: 'lstm' (truncated BPTT only), 'cc-dni' (dense cerebellum), 'scc-dni' (each "
+        "granule unit sees K inputs), or the control 'zero-dni': a dense cerebellum and olive "
+        "that exchange every message as for cc-dni, but whose synthesiser never learns, so "
+        "every prediction stays at its zero initialisation — it isolates the effect of the "
+        "extra optimiser steps a DNI area takes (one per truncation) from the effect of "
+        "predicted feedback.",
+        MODELS,
+    )
     hidden: int = _f(10, "LSTM units H of the cortical area (state [h;c] has 2H).")
     bias_factor: float = _f(
         1.0, "b: scales the initial LSTM input and recurrent weights (paper: 0.01..2)."
@@ -80,6 +90,14 @@ class RunSpec:
         "When the area steps its optimiser: after every truncation (online, the paper's text) "
         "or once per sequence (the authors' code).",
         UPDATES,
+    )
+    step_without_feedback: bool = _f(
+        False,
+        "Step the optimiser after a truncation (or sequence, or chain batch) even when no real "
+        "or synthetic gradient reached the parameters, i.e. on a zero gradient, which Adam "
+        "still turns into a weight change through its moments. Off: the paper's rule (appendix "
+        "A), parameters move only when a gradient is available. On: the behaviour of ccdni "
+        "before 0.2, kept to reproduce old numbers.",
     )
     lr: float = _f(1e-3, "Learning rate of the cortical area (Adam).")
     batch_size: int = _f(50, "Examples per batch.")
@@ -410,6 +428,11 @@ class RunSpec:
     def granule_inputs(self) -> int | None:
         """K for the sparse cerebellum, None for dense."""
         return self.sparsity_k if self.model == "scc-dni" else None
+
+    @property
+    def cerebellum_learns(self) -> bool:
+        """False for the zero-dni control: the synthesiser keeps its zero output for good."""
+        return self.topology == "chain" or self.model != "zero-dni"
 
     @property
     def cerebellar_lr(self) -> float:

@@ -86,19 +86,23 @@ class Task(ABC):
 
     def truncation_loss(
         self, outputs: torch.Tensor, batch: Batch, start: int, stop: int
-    ) -> torch.Tensor:
-        """``L_k`` for steps ``[start, stop)``: scored per-step losses summed, over ``|S|``."""
+    ) -> torch.Tensor | None:
+        """``L_k`` for steps ``[start, stop)``: scored per-step losses summed, over ``|S|``.
+
+        None when no step of the truncation is scored: there is no task loss, hence no task
+        gradient. (A zero-valued loss would be a *zero* gradient, which Adam still steps on.)
+        """
         mask = batch.loss_steps[start:stop]
         n_scored = int(batch.loss_steps.sum())
         if not bool(mask.any()):
-            return outputs.sum() * 0.0
+            return None
         losses = self.step_losses(outputs[:, mask], batch.targets[:, start:stop][:, mask])
         return losses.sum() / n_scored
 
     def evaluate(self, outputs: torch.Tensor, batch: Batch) -> dict[str, float]:
         """Task metrics of outputs ``(B, N, O)`` on a batch (no grad)."""
         loss = self.truncation_loss(outputs, batch, 0, batch.n_steps)
-        metrics = {"loss": float(loss)}
+        metrics = {"loss": float(loss) if loss is not None else 0.0}
         if self.loss_kind == "mse":
             scored = outputs[:, batch.loss_steps]
             sq = ((scored - batch.targets[:, batch.loss_steps]) ** 2).sum(dim=-1)  # (B, |S|)

@@ -82,7 +82,8 @@ def chained_forward(area: CorticalArea, task: Task, batch: Batch, bounds):
     states, losses = [], []
     for a, b in bounds:
         outputs, _, state = area(batch.inputs[:, a:b], state)
-        losses.append(task.truncation_loss(outputs, batch, a, b))
+        loss = task.truncation_loss(outputs, batch, a, b)  # None: no scored step
+        losses.append(outputs.sum() * 0.0 if loss is None else loss)  # L_k = 0 in the sum
         states.append(state)
     return states, losses
 
@@ -221,7 +222,9 @@ def test_bootstrapped_target_matches_autograd(float64, truncation, scored) -> No
         a, b = bounds[k]
         s_a = states[k - 1].detach().clone().requires_grad_(True)
         outputs, _, _ = area(batch.inputs[:, a:b], s_a)
-        (direct,) = torch.autograd.grad(task.truncation_loss(outputs, batch, a, b), s_a)
+        loss = task.truncation_loss(outputs, batch, a, b)
+        # no scored step: ∂L_k/∂s_a is exactly zero (L_k does not exist)
+        direct = torch.zeros_like(s_a) if loss is None else torch.autograd.grad(loss, s_a)[0]
         directs.append(direct)
         if k < n - 1:  # g̃_a = ∂L_k/∂s_a + λ·(∂s_b/∂s_a)ᵀ ĝ_b
             _, vjp = torch.func.vjp(lambda s, a=a, b=b: area(batch.inputs[:, a:b], s)[2], s_a)
@@ -282,6 +285,8 @@ def test_no_cerebellum_is_plain_truncated_bptt() -> None:
             for a, b in truncation_bounds(batch.n_steps, 3):
                 outputs, _, state = reference(batch.inputs[:, a:b], state.detach())
                 loss = task.truncation_loss(outputs, batch, a, b)
+                if loss is None:  # no scored step, no synthetic feedback: no gradient, no step
+                    continue
                 loss.backward()
                 nn.utils.clip_grad_norm_(reference.parameters(), 1.0)
                 optimiser.step()

@@ -83,10 +83,13 @@ def test_ld_gamma5_scores_every_fifth_step(data) -> None:
     assert scored == [5, 10, 15, 20, 25]
     outputs = torch.randn(batch.size, 28, 2, requires_grad=True)
     # truncations of 4 steps, each loss computed from that truncation's outputs (B, T, O)
-    loss = sum(
+    losses = [
         task.truncation_loss(outputs[:, s : s + 4], batch, s, min(s + 4, 28))
         for s in range(0, 28, 4)
-    )
+    ]
+    # steps 1-4 and 21-24 (1-based) hold no scored step: no loss there at all
+    assert [loss is None for loss in losses] == [True, False, False, False, False, True, False]
+    loss = sum(loss for loss in losses if loss is not None)
     loss.backward()
     per_step = outputs.grad.abs().sum(dim=(0, 2))  # (N,)
     assert bool((per_step[batch.loss_steps] > 0).all())
