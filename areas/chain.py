@@ -25,14 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from areas.cortex import derived_seed, make_adam
-from orchestrator.spec import (
+from ccdni.base.optim import clip_and_step, make_adam
+from ccdni.base.seeding import derived_seed
+from ccdni.base.spec import (
     BACKWARD_UNLOCKED_MODES,
     CHAIN_INPUT_SIZE,
     FORWARD_UNLOCKED_MODES,
     RunSpec,
 )
-from tasks.mnist_data import MnistSplits, load_mnist
+from ccdni.tasks.mnist_data import MnistSplits, load_mnist
 
 INPUT_SIZE = CHAIN_INPUT_SIZE  # 784: a flattened MNIST image
 N_CLASSES = 10
@@ -142,10 +143,7 @@ class ChainArea:
     def _finish(self) -> torch.Tensor | None:
         assert self._input is not None
         grad_input = None if self.first else self._input.grad.detach().clone()
-        if self.spec.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.block.parameters(), self.spec.grad_clip)
-        self.optimiser.step()
-        self.optimiser.zero_grad(set_to_none=True)
+        clip_and_step(self.block.parameters(), self.optimiser, self.spec.grad_clip)
         self._input = self._output = None
         return grad_input
 
@@ -188,10 +186,7 @@ def step_blocks(spec: RunSpec, blocks: list[nn.Module], optimisers: list) -> Non
     """After one backward through every block: clip each block's gradient on its own and step
     its own Adam, exactly as each area process does (``ChainArea._finish``)."""
     for block, optimiser in zip(blocks, optimisers):
-        if spec.grad_clip > 0:
-            nn.utils.clip_grad_norm_(block.parameters(), spec.grad_clip)
-        optimiser.step()
-        optimiser.zero_grad(set_to_none=True)
+        clip_and_step(block.parameters(), optimiser, spec.grad_clip)
 
 
 def flat_images(images: torch.Tensor) -> torch.Tensor:

@@ -39,11 +39,12 @@ from areas.chain import (
     flat_images,
     step_blocks,
 )
-from areas.cortex import derived_seed, make_adam
-from orchestrator.spec import RunSpec
-from tasks.mnist_data import MnistSplits
-from tasks.seqmnist import INPUT_SIZE as ROW_SIZE  # 28 pixels per row, as in the paper
-from tasks.seqmnist import N_STEPS  # 28 steps, one image row each, as in the paper
+from ccdni.base.optim import make_adam
+from ccdni.base.seeding import derived_seed
+from ccdni.base.spec import RunSpec
+from ccdni.tasks.mnist_data import MnistSplits
+from ccdni.tasks.seqmnist import INPUT_SIZE as ROW_SIZE  # 28 pixels per row, as in the paper
+from ccdni.tasks.seqmnist import N_STEPS  # 28 steps, one image row each, as in the paper
 
 IMAGE_SIZE = N_STEPS * ROW_SIZE  # 784: area 0's flattened input
 

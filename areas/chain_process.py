@@ -65,7 +65,6 @@ forward-unlocked modes) and the validation accuracy.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 
@@ -84,7 +83,7 @@ from areas.chain import (
     forward_unlocked,
 )
 from areas.chain_lstm import N_STEPS, LstmChainArea
-from orchestrator.region import RegionShell
+from ccdni.base.region import RegionShell
 from wire.channel import Endpoint
 from wire.ids import StepId
 from wire.protocol import (
@@ -660,7 +659,4 @@ class ChainAreaShell(RegionShell):
 
     # -- saving ------------------------------------------------------------------------------------
     def checkpoint(self) -> None:
-        path = self.run.checkpoint_path(self.name)
-        tmp = path.with_suffix(".tmp")
-        torch.save({**self.core.state_dict(), "epoch": self.epoch}, tmp)
-        os.replace(tmp, path)
+        self.save_checkpoint(self.core.state_dict(), self.epoch)

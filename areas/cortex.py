@@ -29,11 +29,13 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from torch import nn
 
-from tasks.base import Batch, Task
+from ccdni.base.optim import clip_and_step, make_adam
+from ccdni.base.seeding import derived_seed
+from ccdni.tasks.base import Batch, Task
 from wire.ids import StepId
 
 if TYPE_CHECKING:
-    from orchestrator.spec import RunSpec
+    from ccdni.base.spec import RunSpec
 
 
 def truncation_bounds(n_steps: int, truncation: int) -> list[tuple[int, int]]:
@@ -43,14 +45,6 @@ def truncation_bounds(n_steps: int, truncation: int) -> list[tuple[int, int]]:
     """
     bounds = [(a, min(a + truncation, n_steps)) for a in range(0, n_steps, truncation)]
     return bounds
-
-
-def derived_seed(seed: int, stream: str) -> int:
-    """A deterministic per-region, per-purpose seed (independent of Python's hash salt)."""
-    value = seed * 1_000_003
-    for ch in stream:
-        value = (value * 131 + ord(ch)) % (2**61 - 1)
-    return value
 
 
 class CorticalArea(nn.Module):
@@ -82,13 +76,6 @@ class CorticalArea(nn.Module):
         )
         outputs = self.readout(hiddens)  # (B, t, O)
         return outputs, hiddens, torch.cat([h[0], c[0]], dim=1)
-
-
-def make_adam(params, lr: float, spec: RunSpec) -> torch.optim.Adam:
-    """Adam with the authors' betas (0.9, 0.98) and eps 1e-9 by default."""
-    return torch.optim.Adam(
-        params, lr=lr, betas=(spec.adam_beta1, spec.adam_beta2), eps=spec.adam_eps
-    )
 
 
 @dataclass
@@ -127,10 +114,7 @@ class TruncatedLearner:
         Only parameters that received a gradient move: the others have ``grad is None`` and
         Adam leaves them, their moments and their step counts alone.
         """
-        if self.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.area.parameters(), self.grad_clip)
-        self.optimiser.step()
-        self.optimiser.zero_grad(set_to_none=True)
+        clip_and_step(self.area.parameters(), self.optimiser, self.grad_clip)
         self.steps += 1
 
     def sequence(self, batch: Batch, epoch: int, batch_index: int) -> SequencePass:
@@ -347,7 +331,7 @@ class AreaCore:
         A measure that is undefined (no feedback: LSTM or lesioned cerebellum; fewer than two
         varying units) is left out of the returned metrics.
         """
-        from analysis.correlation import correlation_summary
+        from ccdni.analysis.correlation import correlation_summary
 
         metrics = correlation_summary(self.hidden_activity(), "r_h")  # over (B·N, H)
         if feedback:

@@ -13,7 +13,6 @@ at the start of its epoch (after a lockstep barrier), so it lands at exactly tha
 
 from __future__ import annotations
 
-import os
 import time
 
 import torch
@@ -21,8 +20,8 @@ import zmq
 
 from areas.cortex import AreaCore, BootstrappedTarget, Efference
 from areas.results import save_results
-from orchestrator.region import RegionShell
-from tasks import build_task
+from ccdni.base.region import RegionShell
+from ccdni.tasks import build_task
 from wire.ids import StepId
 from wire.protocol import (
     ControlHeader,
@@ -226,18 +225,15 @@ class AreaShell(RegionShell):
             super().on_control(message)
 
     def checkpoint(self, metric: dict | None = None) -> None:
-        """Atomically save everything needed to continue after this epoch, and the epoch's
-        metric (``resume`` restores it if the kill came before the metric was recorded)."""
-        path = self.run.checkpoint_path(self.name)
-        tmp = path.with_suffix(".tmp")
+        """Save everything needed to continue after this epoch, and the epoch's metric
+        (``resume`` restores it if the kill came before the metric was recorded)."""
         state = self.core.state_dict()
-        torch.save({**state, "last_metric": metric} if metric is not None else state, tmp)
-        os.replace(tmp, path)
+        self.save_checkpoint({**state, "last_metric": metric or {}}, self.core.epoch)
 
     def restore(self) -> None:
-        path = self.run.checkpoint_path(self.name)
-        if path.exists():
-            state = torch.load(path, weights_only=False)
+        saved = self.load_checkpoint()
+        if saved is not None:
+            state = dict(saved.state)
             state.pop("last_metric", None)
             self.core.load_state_dict(state)
             self.log.info("restored", epoch=self.core.epoch)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from areas.cortex import AreaCore
-from orchestrator.rundir import RunDirectory
+from ccdni.base.rundir import RunDirectory
 
 
 def save_results(area: AreaCore, run: RunDirectory, examples_per_digit: int = 4) -> None:

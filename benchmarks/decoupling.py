@@ -14,7 +14,7 @@ ratio to the locked run's. The placement (``--pin-cores``: area k on the k-th av
 cuda:0,cuda:1``) is printed with its notes (areas sharing cores; kernels of a shared GPU
 time-sliced). ``--json FILE`` keeps every number for figures (experiments/decoupling_vs_k.py).
 
-    python benchmarks/decoupling.py --areas 2 --train-subset 6000 --epochs 2
+    python -m benchmarks.decoupling --areas 2 --train-subset 6000 --epochs 2
     python launch.py bench decoupling --areas 3 --mode locked,fully-unlocked --pin-cores
 """
 
@@ -28,16 +28,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from orchestrator.launcher import Supervisor  # noqa: E402
-from orchestrator.logs import configure_logging  # noqa: E402
-from orchestrator.placement import available_cores, plan_placement, region_names  # noqa: E402
-from orchestrator.progress import Progress  # noqa: E402
-from orchestrator.rundir import RunDirectory  # noqa: E402
-from orchestrator.runner import check_task_data  # noqa: E402
-from orchestrator.spec import CHAIN_MODES, SpecError, load_spec  # noqa: E402
-from tasks.mnist_data import DataMissingError  # noqa: E402
+from ccdni.base.logs import configure_logging
+from ccdni.base.rundir import RunDirectory
+from ccdni.base.spec import CHAIN_MODES, SpecError, load_spec
+from ccdni.tasks.mnist_data import DataMissingError
+from orchestrator.launcher import Supervisor
+from orchestrator.placement import available_cores, plan_placement, region_names
+from orchestrator.progress import Progress
+from orchestrator.runner import check_task_data
 
 FIELDS = (
     "busy fraction per area",

@@ -4,7 +4,7 @@ Starts one long multi-process run, then repeatedly kills a region (alternating S
 and the orchestrator's ``ablate`` command), reads when the orchestrator recorded the death in
 ``events.jsonl``, revives the region, and prints the latency statistics.
 
-    python benchmarks/lesion_latency.py --kills 12
+    python -m benchmarks.lesion_latency --kills 12
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from orchestrator.client import send_command  # noqa: E402
-from orchestrator.runner import execute_run  # noqa: E402
-from orchestrator.spec import load_spec  # noqa: E402
+from ccdni.base.spec import load_spec
+from orchestrator.client import send_command
+from orchestrator.runner import execute_run
 
 
 def events(run: Path) -> list[dict]:

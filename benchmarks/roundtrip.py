@@ -12,7 +12,7 @@
    b'     codec    server decodes, checks the shape and encodes a PREDICTION (no synthesiser);
                    client is the real ``areas.process.ZmqLink``
    c'     core     minimal server: codec + ``CerebellumCore.predict``; client ``ZmqLink``
-   c      shell    the real ``CerebellumShell`` launched through ``orchestrator.region.
+   c      shell    the real ``CerebellumShell`` launched through ``ccdni.base.region.
                    region_main`` (this process plays the orchestrator's control ROUTER);
                    client ``ZmqLink``
 
@@ -23,8 +23,8 @@
 
 Run from the repository root::
 
-    python benchmarks/roundtrip.py               # defaults: ~1.5 min on 2 cores
-    python benchmarks/roundtrip.py --transport tcp --hidden 256
+    python -m benchmarks.roundtrip               # defaults: ~1.5 min on 2 cores
+    python -m benchmarks.roundtrip --transport tcp --hidden 256
 """
 
 from __future__ import annotations
@@ -41,8 +41,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 # Only the standard library at module level: spawned children (ours and the orchestrator's
 # regions, which re-import this file as __mp_main__) import what they need themselves.
@@ -88,7 +86,7 @@ def endpoint_for(transport: str, tmp: Path, name: str) -> str:
 
 
 def bench_spec(args: argparse.Namespace, tmp: Path):
-    from orchestrator.spec import load_spec
+    from ccdni.base.spec import load_spec
 
     return load_spec(
         hidden=args.hidden,
@@ -124,7 +122,7 @@ def serve(variant: str, endpoint: str, spec_dict: dict, ready, stop, parent_pid:
     core = None
     state_size = None
     if variant in ("codec", "core"):
-        from orchestrator.spec import RunSpec
+        from ccdni.base.spec import RunSpec
 
         spec = RunSpec(**spec_dict)
         state_size = spec.state_size
@@ -170,7 +168,7 @@ class AreaStub:
     """What ``ZmqLink`` needs of an ``AreaShell``: spec, name, run, endpoints, connect, ..."""
 
     def __init__(self, spec, endpoints: dict[str, str], context, run_path: Path):
-        from orchestrator.rundir import RunDirectory
+        from ccdni.base.rundir import RunDirectory
         from wire.channel import Counters
 
         self.spec = spec
@@ -315,8 +313,8 @@ class Servers:
         self.shell_error: str | None = None
 
     def start(self, variants: list[str]) -> None:
-        from orchestrator.region import region_main
-        from orchestrator.rundir import RunDirectory
+        from ccdni.base.region import region_main
+        from ccdni.base.rundir import RunDirectory
 
         for variant in variants:
             self.endpoints[variant] = endpoint_for(self.args.transport, self.tmp, variant)
@@ -566,8 +564,8 @@ def part_roundtrip(args: argparse.Namespace, tmp: Path) -> dict:
 # Part 2: time per epoch, processes vs in-process
 # ---------------------------------------------------------------------------------------------
 def one_run(args: argparse.Namespace, tmp: Path, inprocess: bool, timing: str, epochs: int):
+    from ccdni.base.spec import load_spec
     from orchestrator.runner import execute_run
-    from orchestrator.spec import load_spec
 
     spec = load_spec(
         epochs=epochs,

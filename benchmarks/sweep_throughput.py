@@ -8,8 +8,8 @@ that drifting load hits both alike; the medians are compared. Every run is a
 ``launch.py run --spec`` subprocess with one intra-op thread, so the wall time includes each
 run's start-up (Python, torch and matplotlib imports), as a real sweep's does.
 
-    python benchmarks/sweep_throughput.py                 # 6 runs, slots 1 vs cores, twice
-    python benchmarks/sweep_throughput.py --runs 8 --slots 2 --epochs 100 --repeats 2
+    python -m benchmarks.sweep_throughput                 # 6 runs, slots 1 vs cores, twice
+    python -m benchmarks.sweep_throughput --runs 8 --slots 2 --epochs 100 --repeats 2
 
 It prints, per slot count: wall time, throughput (runs per minute), the mean wall time of one
 run as its own process (``launch.py run``, start-up included) and inside it (the run's
@@ -26,17 +26,15 @@ import logging
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import structlog
+
+from orchestrator.sweep import Sweep
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import structlog  # noqa: E402
-
-from orchestrator.sweep import Sweep  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -16,13 +16,11 @@ are answered at once.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import zmq
 
+from ccdni.base.region import POLL_INTERVAL, RegionShell
 from cerebellum.synthesiser import CerebellumCore
-from orchestrator.region import POLL_INTERVAL, RegionShell
 from wire.protocol import (
     ControlHeader,
     Kind,
@@ -186,17 +184,13 @@ class CerebellumShell(RegionShell):
         self.epoch = new_epoch
 
     def checkpoint(self) -> None:
-        path = self.run.checkpoint_path(self.name)
-        tmp = path.with_suffix(".tmp")
-        torch.save({**self.core.state_dict(), "epoch": self.epoch}, tmp)
-        os.replace(tmp, path)
+        self.save_checkpoint(self.core.state_dict(), self.epoch)
 
     def restore(self) -> None:
-        path = self.run.checkpoint_path(self.name)
-        if path.exists():
-            state = torch.load(path, weights_only=False)
-            self.core.load_state_dict(state)
-            self.log.info("restored", epoch=state.get("epoch"))
+        saved = self.load_checkpoint()
+        if saved is not None:
+            self.core.load_state_dict(saved.state)
+            self.log.info("restored", epoch=saved.epoch)
 
     def finish(self) -> None:
         if hasattr(self, "core"):

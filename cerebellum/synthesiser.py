@@ -21,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from areas.cortex import derived_seed, make_adam
+from ccdni.base.optim import clip_and_step, make_adam
+from ccdni.base.seeding import derived_seed
 from wire.ids import StepId
 
 if TYPE_CHECKING:
-    from orchestrator.spec import RunSpec
+    from ccdni.base.spec import RunSpec
 
 
 def granule_connectivity(
@@ -149,10 +150,7 @@ class CerebellumCore:
         synthesiser = self.synthesisers[interface]
         prediction = synthesiser(efference)
         prediction.backward(climbing_fibre_error.to(self.device))
-        if self.spec.grad_clip > 0:
-            nn.utils.clip_grad_norm_(synthesiser.parameters(), self.spec.grad_clip)
-        self.optimisers[interface].step()
-        self.optimisers[interface].zero_grad(set_to_none=True)
+        clip_and_step(synthesiser.parameters(), self.optimisers[interface], self.spec.grad_clip)
         return True
 
     @torch.no_grad()

@@ -9,9 +9,9 @@ synthetic feedback ĝ. The report then shows the final error against r_h at the 
 cerebellum over the dense one, paired by seed and b, against r_h. Re-running skips every run
 that already completed.
 
-    python experiments/correlation.py                      # 5 b × 3 models × 5 seeds, ~7 min
-    python experiments/correlation.py --seeds 0-9 --slots 8
-    python experiments/correlation.py --report-only --copy-figures docs/figures
+    python -m experiments.correlation                      # 5 b × 3 models × 5 seeds, ~7 min
+    python -m experiments.correlation --seeds 0-9 --slots 8
+    python -m experiments.correlation --report-only --copy-figures docs/figures
 
 Defaults: target reaching as in the paper (H = 10, T = 2, M = 80, 300 epochs), in-process,
 b ∈ {0.01, 0.1, 0.5, 1, 2}, seeds 0-4, correlations at every epoch of the first 100 and every
@@ -25,10 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from experiments.common import add_sweep_flags, copy_figures, placement, run
 
-from experiments.common import add_sweep_flags, copy_figures, placement, run  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 FIGURES = (
     "correlation_vs_error.png",

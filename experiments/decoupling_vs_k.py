@@ -6,8 +6,8 @@ transport), keeps each K's numbers as JSON, and draws two panels: samples/s per 
 training wall-clock time to the target validation accuracy per mode against K. Prints a
 markdown table (throughput ratios against locked, time-to-target ratios, the ideal ratio).
 
-    python experiments/decoupling_vs_k.py --ks 2,3,4 --out runs/decoupling-vs-k
-    python experiments/decoupling_vs_k.py --ks 2,3 --pin-cores -- --epochs 3
+    python -m experiments.decoupling_vs_k --ks 2,3,4 --out runs/decoupling-vs-k
+    python -m experiments.decoupling_vs_k --ks 2,3 --pin-cores -- --epochs 3
 
 Arguments after ``--`` go to every benchmark run (see ``python launch.py bench decoupling -h``).
 With C cores and K areas plus a cerebellum and an olive, K > C means areas share cores: the
@@ -22,16 +22,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks import decoupling
+from ccdni.reporting.plotting import plt
+from orchestrator.placement import available_cores
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from benchmarks import decoupling  # noqa: E402
-from orchestrator.placement import available_cores  # noqa: E402
 
 
 def run_all(args: argparse.Namespace, extra: list[str]) -> dict[int, dict[str, Any]]:

@@ -1,6 +1,6 @@
 """Paper Fig. 2b,d: target reaching — LSTM vs CC-DNI vs sCC-DNI over seeds and truncations.
 
-    python experiments/fig2_target_reaching.py --seeds 10 --truncations 2 --out docs
+    python -m experiments.fig2_target_reaching --seeds 10 --truncations 2 --out docs
 
 Runs ``launch.py sweep`` over model × T × seed (multi-process by default; ``--inprocess``
 for the in-process reference), then writes a table (final validation MSE, mean ± s.e.m. over
@@ -16,17 +16,13 @@ import statistics
 import sys
 from pathlib import Path
 
+import torch
+
+from ccdni.reporting.figures import MODEL_COLOURS
+from ccdni.reporting.plotting import plt
+from orchestrator.sweep import Sweep
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from orchestrator.figures import MODEL_COLOURS  # noqa: E402
-from orchestrator.sweep import Sweep  # noqa: E402
 
 MODELS = ("lstm", "cc-dni", "scc-dni")
 

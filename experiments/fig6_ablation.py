@@ -5,7 +5,7 @@ Runs (through ``launch.py sweep``) CC-DNI and sCC-DNI with the cerebellum ablate
 learning curves with the ablation lines and the final error normalised by the intact model;
 writes a markdown table.
 
-    python experiments/fig6_ablation.py --seeds 5 --out docs
+    python -m experiments.fig6_ablation --seeds 5 --out docs
 """
 
 from __future__ import annotations
@@ -16,16 +16,11 @@ import statistics
 import sys
 from pathlib import Path
 
+from ccdni.reporting.figures import MODEL_COLOURS
+from ccdni.reporting.plotting import plt
+from orchestrator.sweep import Sweep
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from orchestrator.figures import MODEL_COLOURS  # noqa: E402
-from orchestrator.sweep import Sweep  # noqa: E402
 
 ABLATION_EPOCHS = (10, 50, 100, 150, 200, 250)  # as in the paper
 

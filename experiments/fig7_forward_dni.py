@@ -14,7 +14,7 @@ cerebellar output units and h₂ units; the 256 most correlated pairs at the fir
 record are followed over training (paper Fig. 7 bottom). Curves are smoothed with a
 Savitzky–Golay filter (window 19, order 3) as in the paper.
 
-    python experiments/fig7_forward_dni.py --epochs 2 --seed 0
+    python -m experiments.fig7_forward_dni --epochs 2 --seed 0
 """
 
 from __future__ import annotations
@@ -29,21 +29,17 @@ from pathlib import Path
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+import numpy as np  # noqa: E402 - after the BLAS thread limits
+import torch  # noqa: E402 - after the BLAS thread limits
+import torch.nn.functional as F  # noqa: E402 - after the BLAS thread limits
+from scipy.signal import savgol_filter  # noqa: E402 - after the BLAS thread limits
+from torch import nn  # noqa: E402 - after the BLAS thread limits
+
+from ccdni.analysis.forward_model import abs_pearson, pair_values, top_pairs  # noqa: E402 - after the BLAS thread limits
+from ccdni.reporting.plotting import plt  # noqa: E402 - after the BLAS thread limits
+from ccdni.tasks.mnist_data import load_mnist  # noqa: E402 - after the BLAS thread limits
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from scipy.signal import savgol_filter  # noqa: E402
-from torch import nn  # noqa: E402
-
-from analysis.forward_model import abs_pearson, pair_values, top_pairs  # noqa: E402
-from tasks.mnist_data import load_mnist  # noqa: E402
 
 HIDDEN = 256  # both hidden layers of the main network and the cerebellar hidden layer
 TOP_K = 256  # most correlated pairs followed (paper Fig. 7)

@@ -6,8 +6,8 @@ tree), then draws the figures into ``docs/figures/`` and writes the generated pa
 every run that already completed, so an interrupted budget can be finished, and
 ``--report-only`` redraws from the sweeps on disk.
 
-    python experiments/seqmnist.py --budget small            # ~25 min on 2 CPU cores
-    python experiments/seqmnist.py --budget paper --device cuda --mode processes
+    python -m experiments.seqmnist --budget small            # ~25 min on 2 CPU cores
+    python -m experiments.seqmnist --budget paper --device cuda --mode processes
 
 Budgets:
 
@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 MODELS = "lstm,cc-dni,scc-dni"
 TRUNCATIONS = "2,3,4,5,7,10"  # as in the paper
@@ -156,7 +155,7 @@ def main() -> int:
     if not args.report_only:
         run_sweeps(commands)
 
-    from orchestrator.seqmnist_report import write_report
+    from ccdni.reporting.seqmnist_report import write_report
 
     invocation = shlex.join(["python", "experiments/seqmnist.py", *sys.argv[1:]])
     written = write_report(

@@ -6,9 +6,9 @@ N = 2H the size of the area state [h; c] the cerebellum sees, so M = M/N × 2H; 
 of inputs per granule unit of sCC-DNI, "full" the dense CC-DNI. Re-running skips every run
 that already completed.
 
-    python experiments/sparsity_expansion.py                       # 5 seeds, 2 slots, ~8 min
-    python experiments/sparsity_expansion.py --seeds 0-9 --epochs 300 --slots 8
-    python experiments/sparsity_expansion.py --report-only --copy-figures docs/figures
+    python -m experiments.sparsity_expansion                       # 5 seeds, 2 slots, ~8 min
+    python -m experiments.sparsity_expansion --seeds 0-9 --epochs 300 --slots 8
+    python -m experiments.sparsity_expansion --report-only --copy-figures docs/figures
 
 Defaults: target reaching as in the paper (H = 10, T = 2, lr 1e-3, one batch of 50 per epoch,
 300 epochs), in-process runs (``--processes`` for one process per region), M/N ∈ {1, 2, 4, 8}
@@ -24,10 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from experiments.common import add_sweep_flags, copy_figures, placement, run
 
-from experiments.common import add_sweep_flags, copy_figures, placement, run  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 FIGURES = (
     "heatmap_final_error.png",

@@ -13,14 +13,12 @@ an epoch, that epoch is reported.
 
 from __future__ import annotations
 
-import os
 import time
 
-import torch
 import zmq
 
+from ccdni.base.region import POLL_INTERVAL, RegionShell
 from olive.comparator import InferiorOlive
-from orchestrator.region import POLL_INTERVAL, RegionShell
 from wire.channel import Endpoint
 from wire.protocol import (
     ClimbingHeader,
@@ -43,9 +41,9 @@ class OliveShell(RegionShell):
         self.reported_through = -1  # epochs up to this one have been reported
         self.ended: dict[str, int] = {}  # last epoch each interface's target sender finished
         self.pending_report: int | None = None  # finished epoch not reported yet
-        if self.options.get("resume") and self.run.checkpoint_path(self.name).exists():
-            saved = torch.load(self.run.checkpoint_path(self.name), weights_only=False)
-            self.reported_through = int(saved["reported_through"])
+        saved = self.load_checkpoint() if self.options.get("resume") else None
+        if saved is not None:
+            self.reported_through = int(saved.state["reported_through"])
             self.epoch = self.reported_through + 1
         self.errors_sent = 0
         poller = zmq.Poller()
@@ -158,16 +156,13 @@ class OliveShell(RegionShell):
 
     def checkpoint(self) -> None:
         """The olive learns nothing; its checkpoint is its bookkeeping."""
-        path = self.run.checkpoint_path(self.name)
-        tmp = path.with_suffix(".tmp")
         state = {
             "epoch": self.epoch,
             "reported_through": self.reported_through,
             "errors_sent": self.errors_sent,
             "expired": self.core.expired,
         }
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        self.save_checkpoint(state, self.reported_through)
 
     def on_control(self, message: Message) -> None:
         command = message.header.command

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from orchestrator.spec import FIELDS, LESIONABLE, RunSpec, SpecError, load_spec
+from ccdni.base.spec import FIELDS, LESIONABLE, RunSpec, SpecError, load_spec
 
 GROUPS = (
     (
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["run", *argv]
     args = parser.parse_args(argv)
-    from tasks.mnist_data import DataMissingError
+    from ccdni.tasks.mnist_data import DataMissingError
 
     if args.command == "run":
         try:
@@ -251,9 +251,6 @@ def main(argv: list[str] | None = None) -> int:
 def command_bench(args: argparse.Namespace) -> int:
     import importlib
 
-    root = str(Path(__file__).resolve().parents[1])
-    if root not in sys.path:
-        sys.path.insert(0, root)
     module = importlib.import_module(f"benchmarks.{args.name}")
     return module.main(list(args.args))
 
@@ -329,8 +326,8 @@ def command_status(args: argparse.Namespace) -> int:
 
 
 def command_sweep(args: argparse.Namespace) -> int:
-    from orchestrator.logs import configure_logging
-    from orchestrator.spec import read_toml
+    from ccdni.base.logs import configure_logging
+    from ccdni.base.spec import read_toml
     from orchestrator.sweep import Sweep, load_grid, parse_values
 
     base: dict = {}
@@ -538,8 +535,8 @@ def _duration(seconds: float) -> str:
 
 
 def command_report(args: argparse.Namespace) -> int:
-    """Figures and a markdown table of a sweep (see :mod:`orchestrator.report`)."""
-    from orchestrator.report import ReportError, write_report
+    """Figures and a markdown table of a sweep (see :mod:`ccdni.reporting.sweep_report`)."""
+    from ccdni.reporting.sweep_report import ReportError, write_report
 
     try:
         report = write_report(Path(args.sweep_dir), metric=args.metric)

@@ -14,11 +14,12 @@ import torch
 
 from areas.cortex import AreaCore, BootstrappedTarget, Efference
 from areas.results import save_results
+from ccdni.base.checkpoint import save_checkpoint
+from ccdni.base.rundir import RunDirectory
+from ccdni.base.spec import RunSpec
+from ccdni.tasks import build_task
 from cerebellum.synthesiser import CerebellumCore
 from olive.comparator import ClimbingFibre, InferiorOlive
-from orchestrator.rundir import RunDirectory
-from orchestrator.spec import RunSpec
-from tasks import build_task
 
 INTERFACE = "area0"
 
@@ -97,9 +98,10 @@ def run_inprocess(
                 last = {**last, "cerebellar_loss": cerebellar["cerebellar_loss"]}
         if on_epoch is not None:
             on_epoch(last)
-    torch.save(area.state_dict(), run.checkpoint_path(INTERFACE))
+    save_checkpoint(run.checkpoint_path(INTERFACE), area.state_dict(), INTERFACE, area.epoch, spec)
     if cerebellum is not None:
-        torch.save(cerebellum.state_dict(), run.checkpoint_path("cerebellum"))
+        path = run.checkpoint_path("cerebellum")
+        save_checkpoint(path, cerebellum.state_dict(), "cerebellum", area.epoch, spec)
     save_results(area, run)
     run.append_event("exit", region="inprocess", exitcode=0)
     return last

@@ -27,11 +27,11 @@ from typing import Any
 
 import zmq
 
+from ccdni.base.region import region_main
+from ccdni.base.rundir import RunDirectory
+from ccdni.base.spec import RunSpec
 from orchestrator.placement import PlacementPlan, plan_placement
 from orchestrator.progress import Progress
-from orchestrator.region import region_main
-from orchestrator.rundir import RunDirectory
-from orchestrator.spec import RunSpec
 from wire.channel import Counters, Endpoint, make_socket
 from wire.protocol import ControlHeader, Kind
 

@@ -11,7 +11,7 @@ Derived once, by the orchestrator at launch, from the spec (``device``, ``area_d
   (``os.sched_getaffinity``); the cerebellum and olive share the cores left over, or float over
   every core when none are left. More areas than cores means areas share cores: the plan says so.
 
-Each region applies its own placement as its first act (:func:`apply_placement`), so the
+Each region applies its own placement as its first act (:func:`ccdni.base.region.apply_placement`), so the
 orchestrator's own affinity is untouched.
 """
 
@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.spec import RunSpec, SpecError
+from ccdni.base.spec import RunSpec, SpecError
 
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
@@ -157,19 +157,3 @@ def plan_placement(
 
 def _canonical(device: str) -> str:
     return device if ":" in device else "cuda:0"
-
-
-def apply_placement(placement: dict[str, Any] | None) -> str | None:
-    """In a region process: pin to the planned cores (where the OS supports affinity).
-
-    Returns why pinning failed (the cores changed since planning, no affinity support), or
-    None; the region then runs unpinned and logs the reason instead of dying."""
-    if not placement or not placement.get("cores"):
-        return None
-    if not hasattr(os, "sched_setaffinity"):
-        return "this OS cannot pin processes to cores"
-    try:
-        os.sched_setaffinity(0, set(placement["cores"]))
-    except OSError as exc:
-        return f"cannot pin to cores {placement['cores']}: {exc}"
-    return None

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.figures import draw_run
+from ccdni.base.logs import configure_logging
+from ccdni.base.rundir import RunDirectory
+from ccdni.base.spec import RunSpec
+from ccdni.reporting.figures import draw_run
 from orchestrator.launcher import Supervisor
-from orchestrator.logs import configure_logging
 from orchestrator.placement import plan_placement, region_names
 from orchestrator.progress import Progress
-from orchestrator.rundir import RunDirectory
-from orchestrator.spec import RunSpec
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def execute_run(
     """Create the run directory (or reuse it to resume), run, write summary and figures.
 
     The task's data are checked first (:func:`check_task_data`): when they are missing,
-    :class:`tasks.mnist_data.DataMissingError` is raised before anything is created or spawned.
+    :class:`ccdni.tasks.mnist_data.DataMissingError` is raised before anything is created or spawned.
     """
     check_task_data(spec)
     if not spec.inprocess:  # an impossible placement (a missing GPU) fails before anything
@@ -81,7 +81,7 @@ def check_task_data(spec: RunSpec) -> None:
     """Raise ``DataMissingError`` (one line: where, and how to get it) if the task's data are
     missing; with ``spec.download`` fetch them now, in this process, before any region starts."""
     if spec.task.endswith("seqmnist") or spec.topology == "chain":
-        from tasks.mnist_data import check_mnist
+        from ccdni.tasks.mnist_data import check_mnist
 
         check_mnist(spec.resolved_data_dir, download=spec.download)
 
@@ -154,10 +154,9 @@ class ResumeError(RuntimeError):
 
 def resume_run(run_path: str | Path, console: bool = True) -> RunOutcome:
     """Continue a run from its last complete checkpoint, in the same run directory."""
-    import torch
-
+    from ccdni.base.checkpoint import CheckpointError, load_checkpoint
+    from ccdni.base.spec import SpecError, load_spec
     from orchestrator.client import ControlError, orchestrator_alive
-    from orchestrator.spec import SpecError, load_spec
 
     run = RunDirectory(run_path)
     try:
@@ -173,7 +172,10 @@ def resume_run(run_path: str | Path, console: bool = True) -> RunOutcome:
     epochs, saved_metrics = [], []
     for area in spec.area_names:
         path = run.checkpoint_path(area)
-        state = torch.load(path, weights_only=False) if path.exists() else {"epoch": 0}
+        try:
+            state = load_checkpoint(path, area, spec).state if path.exists() else {"epoch": 0}
+        except CheckpointError as exc:
+            raise ResumeError(str(exc)) from None
         epochs.append(int(state["epoch"]))
         if state.get("last_metric"):
             saved_metrics.append({"region": area, **state["last_metric"]})

@@ -42,7 +42,7 @@ from typing import Any
 
 import structlog
 
-from orchestrator.spec import FIELDS, RunSpec, SpecError, coerce, load_spec, read_toml, to_toml
+from ccdni.base.spec import FIELDS, RunSpec, SpecError, coerce, load_spec, read_toml, to_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 log = structlog.get_logger()

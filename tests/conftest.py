@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from ccdni.base.logs import configure_logging
+from ccdni.base.rundir import RunDirectory
 from orchestrator.launcher import Supervisor
-from orchestrator.logs import configure_logging
 from orchestrator.progress import Progress
-from orchestrator.rundir import RunDirectory
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("CCDNI_DATA", str(ROOT.parent / "shared" / "data"))

@@ -12,16 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.correlation import (
+from areas.cortex import AreaCore
+from ccdni.analysis.correlation import (
     correlation_summary,
     mean_abs_correlation,
     population_correlation,
 )
-from areas.cortex import AreaCore
+from ccdni.base.spec import SpecError, load_spec
+from ccdni.tasks import build_task
 from cerebellum.synthesiser import CerebellumCore
 from olive.comparator import InferiorOlive
 from orchestrator.inprocess import INTERFACE, DirectLink
-from orchestrator.spec import SpecError, load_spec
 from orchestrator.sweep import (
     Sweep,
     completed,
@@ -32,7 +33,6 @@ from orchestrator.sweep import (
     parse_values,
     placed_spec,
 )
-from tasks import build_task
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,12 +13,13 @@ from conftest import assert_no_process_left, records, run_chain
 from torch import nn
 
 from areas.chain import ChainArea, batch_order, chain_data, flat_images, train_chain_inprocess
-from areas.cortex import make_adam
 from benchmarks import decoupling
+from ccdni.base.checkpoint import load_checkpoint
+from ccdni.base.optim import make_adam
+from ccdni.base.rundir import RunDirectory
+from ccdni.base.spec import SpecError, load_spec
 from cerebellum.synthesiser import CerebellumCore
 from olive.comparator import InferiorOlive
-from orchestrator.rundir import RunDirectory
-from orchestrator.spec import SpecError, load_spec
 from wire.ids import StepId
 
 STEPS = 3
@@ -76,7 +77,7 @@ def test_locked_processes_match_inprocess_reference(tmp_path):
     run, outcome = run_chain(spec)
     assert outcome["status"] == "completed", outcome
     assert_no_process_left(run.path, expected_regions=2)  # no cerebellum, no olive
-    saved = [torch.load(run.checkpoint_path(f"area{k}"))["block"] for k in range(2)]
+    saved = [load_checkpoint(run.checkpoint_path(f"area{k}")).state["block"] for k in range(2)]
     reference = train_chain_inprocess(spec, steps=STEPS)
     assert_same_blocks(saved, reference["blocks"])
     last = [m for m in run.metrics("area1") if "val_accuracy" in m]
@@ -251,13 +252,13 @@ def test_forward_unlocked_chains_learn_through_the_cerebellum(tmp_path, mode):
     spec_data = chain_data(spec)
     x = flat_images(spec_data.val_images)[:100]
     area0 = ChainArea(spec, 0)
-    area0.block.load_state_dict(torch.load(run.checkpoint_path("area0"))["block"])
+    area0.block.load_state_dict(load_checkpoint(run.checkpoint_path("area0")).state["block"])
     core = CerebellumCore(spec, list(spec.interfaces))
     fresh = core.synthesisers["forward0"]
     with torch.no_grad():
         h = area0.block(x)  # (B, W), batch statistics as in training
         assert r_squared(fresh(x), h) < 0.0  # zero predictions explain nothing
-        state = torch.load(run.checkpoint_path("cerebellum"))["synthesisers"]["forward0"]
+        state = load_checkpoint(run.checkpoint_path("cerebellum")).state["synthesisers"]["forward0"]
         fresh.load_state_dict(state)
         explained = r_squared(fresh(x), h)
     assert explained > 0.2, explained  # measured 0.43–0.75 (a mean-only fit: ≈ 0)

@@ -11,9 +11,10 @@ from conftest import assert_no_process_left, run_chain
 
 from areas.chain import batch_order, batches_per_epoch, chain_data, flat_images
 from areas.chain_lstm import LstmChainArea, lstm_chain_accuracy, train_lstm_chain_inprocess
+from ccdni.base.checkpoint import load_checkpoint
+from ccdni.base.spec import SpecError, load_spec
 from cerebellum.synthesiser import CerebellumCore
 from olive.comparator import climbing_fibre_error
-from orchestrator.spec import SpecError, load_spec
 from wire.ids import StepId
 
 STEPS = 3
@@ -163,7 +164,7 @@ def test_locked_lstm_processes_match_inprocess_reference(tmp_path):
     run, outcome = run_chain(spec)
     assert outcome["status"] == "completed", outcome
     assert_no_process_left(run.path, expected_regions=2)
-    saved = [torch.load(run.checkpoint_path(f"area{k}"))["block"] for k in range(2)]
+    saved = [load_checkpoint(run.checkpoint_path(f"area{k}")).state["block"] for k in range(2)]
     reference = train_lstm_chain_inprocess(spec, steps=STEPS)
     for got, want in zip(saved, reference["blocks"]):
         assert got.keys() == want.keys()

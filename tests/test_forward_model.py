@@ -1,11 +1,11 @@
-"""Top-k |Pearson r| pair selection for the forward-DNI analysis (analysis/forward_model.py)."""
+"""Top-k |Pearson r| pair selection for the forward-DNI analysis (ccdni/analysis/forward_model.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from analysis.forward_model import abs_pearson, pair_values, top_pairs
+from ccdni.analysis.forward_model import abs_pearson, pair_values, top_pairs
 
 
 def _reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:

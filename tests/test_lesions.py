@@ -14,13 +14,13 @@ from pathlib import Path
 
 import msgpack
 import numpy as np
-import torch
 import zmq
 from conftest import assert_no_process_left, assert_same_losses, records
 
+from ccdni.base.checkpoint import load_checkpoint
+from ccdni.base.spec import load_spec
 from orchestrator.client import send_command
 from orchestrator.runner import execute_run, resume_run
-from orchestrator.spec import load_spec
 from wire.protocol import MAGIC, VERSION, Kind
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,7 +133,7 @@ def test_area_killed_then_resume(tmp_path: Path) -> None:
     assert_no_process_left(run)
     # the kill may land after an epoch's checkpoint and before its metric is recorded: drop
     # the last recorded metric to make that happen; resume restores it from the checkpoint
-    saved = torch.load(run / "checkpoints" / "area0.pt", weights_only=False)["last_metric"]
+    saved = load_checkpoint(run / "checkpoints" / "area0.pt").state["last_metric"]
     if saved["epoch"] == kept[-1]["epoch"]:  # else the kill itself landed in between
         lines = (run / "metrics.jsonl").read_text().splitlines()
         last = max(i for i, line in enumerate(lines) if json.loads(line) == kept[-1])

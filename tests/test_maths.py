@@ -16,12 +16,12 @@ import torch
 from torch import nn
 
 from areas.cortex import AreaCore, CorticalArea, TruncatedLearner, truncation_bounds
+from ccdni.base.rundir import RunDirectory
+from ccdni.base.spec import load_spec
+from ccdni.tasks.base import Batch, Task, build_task
 from cerebellum.synthesiser import CerebellumCore, Synthesiser, granule_connectivity
 from olive.comparator import InferiorOlive, climbing_fibre_error
 from orchestrator.inprocess import DirectLink, run_inprocess
-from orchestrator.rundir import RunDirectory
-from orchestrator.spec import load_spec
-from tasks.base import Batch, Task, build_task
 from wire.ids import StepId
 
 F64 = {"rtol": 1e-9, "atol": 1e-11}

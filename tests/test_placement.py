@@ -9,14 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.placement import (
-    apply_placement,
-    parse_devices,
-    plan_placement,
-    region_names,
-)
+from ccdni.base.region import apply_placement
+from ccdni.base.spec import SpecError, load_spec
+from orchestrator.placement import parse_devices, plan_placement, region_names
 from orchestrator.runner import execute_run
-from orchestrator.spec import SpecError, load_spec
 from tests.conftest import ROOT, assert_no_process_left, records
 
 CHAIN = ["area0", "area1", "cerebellum", "olive"]

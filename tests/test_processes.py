@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import assert_no_process_left, assert_same_losses, per_epoch
 
+from ccdni.base.spec import load_spec
 from orchestrator.runner import execute_run
-from orchestrator.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 

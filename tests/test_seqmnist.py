@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator.spec import RunSpec
-from tasks.base import build_task
-from tasks.mnist_data import N_TRAIN, N_VALIDATION, DataMissingError, load_mnist
-from tasks.seqmnist import (
+from ccdni.base.spec import RunSpec
+from ccdni.tasks.base import build_task
+from ccdni.tasks.mnist_data import N_TRAIN, N_VALIDATION, DataMissingError, load_mnist
+from ccdni.tasks.seqmnist import (
     TEMPLATE_CORNERS,
     CircleSeqMnist,
     DrawDigitSeqMnist,

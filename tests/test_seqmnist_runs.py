@@ -14,8 +14,8 @@ import pytest
 import torch
 from conftest import assert_no_process_left
 
-from orchestrator.runner import check_task_data, execute_run
-from orchestrator.seqmnist_report import (
+from ccdni.base.spec import load_spec, to_toml
+from ccdni.reporting.seqmnist_report import (
     BEGIN,
     END,
     epoch_table,
@@ -23,8 +23,8 @@ from orchestrator.seqmnist_report import (
     load_sweep,
     write_report,
 )
-from orchestrator.spec import load_spec, to_toml
-from tasks.mnist_data import DataMissingError
+from ccdni.tasks.mnist_data import DataMissingError
+from orchestrator.runner import check_task_data, execute_run
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("CCDNI_DATA") or ROOT.parent / "shared" / "data").resolve()
@@ -167,7 +167,7 @@ def test_report_tables_and_figures(tmp_path: Path) -> None:
         doc,
         tmp_path / "docs" / "figures",
         "test budget",
-        ["python experiments/seqmnist.py --budget small"],
+        ["python -m experiments.seqmnist --budget small"],
     )
     text = doc.read_text()
     assert "prose kept" in text and "more prose" in text and "\nold\n" not in text

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from ccdni.base.spec import FIELDS, RunSpec, SpecError, load_spec, to_toml
+from ccdni.tasks.base import build_task
+from ccdni.tasks.target_reaching import RADIUS, TargetReaching, integer_cues, target_points
 from orchestrator.cli import build_parser
-from orchestrator.spec import FIELDS, RunSpec, SpecError, load_spec, to_toml
-from tasks.base import build_task
-from tasks.target_reaching import RADIUS, TargetReaching, integer_cues, target_points
 
 ROOT = Path(__file__).resolve().parents[1]
 SEQMNIST_TASKS = ("seqmnist", "c-seqmnist", "dd-seqmnist", "ld-seqmnist")

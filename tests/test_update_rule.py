@@ -16,10 +16,10 @@ from conftest import assert_no_process_left, assert_same_losses, per_epoch
 
 from areas.chain import ChainArea
 from areas.cortex import AreaCore
+from ccdni.base.spec import load_spec
+from ccdni.tasks import build_task
 from cerebellum.synthesiser import CerebellumCore
 from orchestrator.runner import execute_run
-from orchestrator.spec import load_spec
-from tasks import build_task
 
 
 def adam_steps(core: AreaCore) -> dict[str, int]:

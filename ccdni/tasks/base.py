@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from orchestrator.spec import RunSpec
+    from ccdni.base.spec import RunSpec
 
 
 @dataclass(frozen=True)
@@ -116,9 +116,9 @@ class Task(ABC):
 def build_task(spec: RunSpec) -> Task:
     """The task named by ``spec.task``, built from the spec's task fields."""
     if spec.task == "target-reaching":
-        from tasks.target_reaching import TargetReaching
+        from ccdni.tasks.target_reaching import TargetReaching
 
         return TargetReaching.from_spec(spec)
-    from tasks.seqmnist import build_seqmnist_task
+    from ccdni.tasks.seqmnist import build_seqmnist_task
 
     return build_seqmnist_task(spec)

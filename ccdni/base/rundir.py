@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.spec import RunSpec, to_toml
+from ccdni.base.spec import RunSpec, to_toml
 
 
 def _json_default(value: Any) -> Any:

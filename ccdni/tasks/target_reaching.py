@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from tasks.base import Batch, Task
+from ccdni.tasks.base import Batch, Task
 
 if TYPE_CHECKING:
-    from orchestrator.spec import RunSpec
+    from ccdni.base.spec import RunSpec
 
 N_STEPS = 10  # as in the paper
 RADIUS = 10.0  # as in the paper

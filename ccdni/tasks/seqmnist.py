@@ -41,11 +41,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from tasks.base import Batch, Task
-from tasks.mnist_data import MnistSplits, load_mnist
+from ccdni.tasks.base import Batch, Task
+from ccdni.tasks.mnist_data import MnistSplits, load_mnist
 
 if TYPE_CHECKING:
-    from orchestrator.spec import RunSpec
+    from ccdni.base.spec import RunSpec
 
 N_STEPS = 28  # one image row per step, as in the paper
 INPUT_SIZE = 28  # pixels per row, as in the paper

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from orchestrator.rundir import RunDirectory  # noqa: E402
+from ccdni.base.rundir import RunDirectory
+from ccdni.reporting.plotting import plt
 
 MODEL_COLOURS = {"lstm": "grey", "cc-dni": "tab:orange", "scc-dni": "tab:cyan"}  # as in the paper
 

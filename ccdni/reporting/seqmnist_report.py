@@ -23,13 +23,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from orchestrator.figures import MODEL_COLOURS, draw_examples  # noqa: E402
+from ccdni.reporting.figures import MODEL_COLOURS, draw_examples
+from ccdni.reporting.plotting import plt
 
 if sys.version_info >= (3, 11):
     import tomllib

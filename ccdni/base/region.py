@@ -20,10 +20,10 @@ from typing import Any
 
 import zmq
 
-from orchestrator.logs import configure_logging
-from orchestrator.placement import apply_placement
-from orchestrator.rundir import RunDirectory
-from orchestrator.spec import RunSpec
+from ccdni.base.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from ccdni.base.logs import configure_logging
+from ccdni.base.rundir import RunDirectory
+from ccdni.base.spec import RunSpec
 from wire.channel import Counters, Endpoint, make_socket
 from wire.protocol import ControlHeader, HeartbeatHeader, Kind, Message, MetricHeader
 
@@ -103,6 +103,17 @@ class RegionShell(ABC):
         if endpoint.startswith("ipc://"):
             self.bound_files.append(endpoint.removeprefix("ipc://"))
         return Endpoint(sock, self.log, self.counters, routed=kind == zmq.ROUTER)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def save_checkpoint(self, state: dict[str, Any], epoch: int) -> None:
+        """Atomically save this region's state after ``epoch`` (see :mod:`ccdni.base.checkpoint`)."""
+        save_checkpoint(self.run.checkpoint_path(self.name), state, self.name, epoch, self.spec)
+
+    def load_checkpoint(self) -> Checkpoint | None:
+        """This region's verified checkpoint, None if it has none; CheckpointError if it is
+        damaged, altered, another region's or another spec's."""
+        path = self.run.checkpoint_path(self.name)
+        return load_checkpoint(path, self.name, self.spec) if path.exists() else None
 
     # -- talking to the orchestrator --------------------------------------------------------
     def report(self, command: str, **args: Any) -> None:
@@ -251,3 +262,19 @@ def region_main(
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # everything is saved and closed: skip the slow interpreter teardown
+
+
+def apply_placement(placement: dict[str, Any] | None) -> str | None:
+    """In a region process: pin to the planned cores (where the OS supports affinity).
+
+    Returns why pinning failed (the cores changed since planning, no affinity support), or
+    None; the region then runs unpinned and logs the reason instead of dying."""
+    if not placement or not placement.get("cores"):
+        return None
+    if not hasattr(os, "sched_setaffinity"):
+        return "this OS cannot pin processes to cores"
+    try:
+        os.sched_setaffinity(0, set(placement["cores"]))
+    except OSError as exc:
+        return f"cannot pin to cores {placement['cores']}: {exc}"
+    return None

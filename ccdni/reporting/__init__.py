@@ -1,0 +1,1 @@
+"""Figures and tables drawn from run directories (read through ``RunDirectory``)."""
