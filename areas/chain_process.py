@@ -88,22 +88,24 @@ from wire.channel import Endpoint
 from wire.ids import StepId
 from wire.protocol import (
     ActivityHeader,
-    ControlHeader,
+    Command,
     EfferenceHeader,
     FeedbackHeader,
     Kind,
     Message,
     ProtocolError,
+    RegionState,
     StepHeader,
     TargetHeader,
+    control,
     expect_shape,
     step_header,
 )
 
 VALIDATION = 1  # the truncation field of validation activities
-FEEDBACK_WITHHELD = "feedback_withheld"  # CONTROL to area k-1: no ∂L/∂ĥ for this batch
-BATCH_DONE = "batch_done"  # CONTROL to area k-1 (backward-unlocked modes): flow control
-VALIDATED = "validated"  # CONTROL to area k-1: the chain below has validated the epoch
+FEEDBACK_WITHHELD = Command.FEEDBACK_WITHHELD  # to area k-1: no ∂L/∂ĥ for this batch
+BATCH_DONE = Command.BATCH_DONE  # to area k-1 (backward-unlocked modes): flow control
+VALIDATED = Command.VALIDATED  # to area k-1: the chain below has validated the epoch
 FLOW_WINDOW = 64  # batches an area may run ahead of the next when chain_max_lag is -1
 CORES = {"ff": ChainArea, "lstm": LstmChainArea}  # spec.chain_block → the area's core
 
@@ -174,8 +176,8 @@ class ChainAreaShell(RegionShell):
             self.metric(metrics)
             self.log.info("epoch", **metrics)
         self.checkpoint()
-        self.state = "done"
-        self.report("done", epochs=spec.epochs)
+        self.state = RegionState.DONE
+        self.report(Command.DONE, epochs=spec.epochs)
         while True:  # keep the sockets open until told to stop (downstream may still read)
             self.tick()
             self.drain_control(0.1)
@@ -253,8 +255,10 @@ class ChainAreaShell(RegionShell):
                 warmup = compute
         wall = time.perf_counter() - started
         if self.olive is not None and self.olive_alive:
-            args = {"epoch": epoch, "interfaces": self.target_interfaces}
-            self.olive.send(ControlHeader(command="epoch_end", region=self.name, args=args))
+            interfaces = list(self.target_interfaces)
+            self.olive.send(
+                control(Command.EPOCH_END, self.name, epoch=epoch, interfaces=interfaces)
+            )
         metrics: dict[str, float] = {
             "epoch": epoch,
             "batches": n_batches,
@@ -334,8 +338,7 @@ class ChainAreaShell(RegionShell):
         """Backward locked (forward-unlocked mode): tell area k-1 no feedback will come."""
         if backward_unlocked(self.spec) or self.upstream is None:
             return
-        args = {"epoch": ids.epoch, "batch": ids.batch}
-        header = ControlHeader(command=FEEDBACK_WITHHELD, region=self.name, args=args)
+        header = control(FEEDBACK_WITHHELD, self.name, epoch=ids.epoch, batch=ids.batch)
         self.upstream.send(header, to=f"area{self.k - 1}")
 
     def validate(self, epoch: int) -> dict[str, float]:
@@ -369,7 +372,7 @@ class ChainAreaShell(RegionShell):
             if at != epoch or region in self.lesioned:
                 continue
             if self.core.first:
-                self.report("request_ablation", target=region, epoch=epoch)
+                self.report(Command.REQUEST_ABLATION, target=region, epoch=epoch)
             deadline = time.monotonic() + self.spec.lockstep_timeout
             while region not in self.lesioned:
                 if time.monotonic() > deadline:
@@ -379,11 +382,11 @@ class ChainAreaShell(RegionShell):
 
     def on_control(self, message: Message) -> None:
         command = message.header.command
-        region = message.header.args.get("target")
-        if command == "lesion" and isinstance(region, str):
+        region = getattr(message.header.args, "target", None)
+        if command == Command.LESION:
             self.lesioned.add(region)
             self.log.info("lesion_noticed", target=region, epoch=self.epoch)
-        elif command == "revived" and isinstance(region, str):
+        elif command == Command.REVIVED:
             self.lesioned.discard(region)
             # a new cerebellum has applied no error yet; with a new olive the cerebellum
             # restarts its count: so does this area
@@ -511,7 +514,7 @@ class ChainAreaShell(RegionShell):
                 if received is not None:
                     header = received[1].header
                     command = getattr(header, "command", None)
-                    if command == VALIDATED and header.args.get("epoch") == epoch:
+                    if command == VALIDATED and header.args.epoch == epoch:
                         break
                     if command == BATCH_DONE:
                         self.batches_acknowledged += 1
@@ -521,15 +524,14 @@ class ChainAreaShell(RegionShell):
                     raise ChainTimeout(f"area{self.k + 1} did not finish validating epoch {epoch}")
                 self.tick()
         if self.upstream is not None:
-            header = ControlHeader(command=VALIDATED, region=self.name, args={"epoch": epoch})
+            header = control(VALIDATED, self.name, epoch=epoch)
             self.upstream.send(header, to=f"area{self.k - 1}")
 
     def acknowledge(self, ids: StepId) -> None:
         """Backward-unlocked modes: tell area k-1 this training batch is finished."""
         if not backward_unlocked(self.spec) or self.upstream is None:
             return
-        args = {"epoch": ids.epoch, "batch": ids.batch}
-        header = ControlHeader(command=BATCH_DONE, region=self.name, args=args)
+        header = control(BATCH_DONE, self.name, epoch=ids.epoch, batch=ids.batch)
         self.upstream.send(header, to=f"area{self.k - 1}")
 
     def greet_neighbours(self) -> None:
@@ -537,7 +539,7 @@ class ChainAreaShell(RegionShell):
         whose connection is up (ROUTER_MANDATORY), and in the forward-unlocked mode area k+1
         may send its first FEEDBACK before area k has sent anything."""
         if self.downstream is not None:
-            self.downstream.send(ControlHeader(command="hello", region=self.name))
+            self.downstream.send(control(Command.HELLO, self.name))
         if self.upstream is None:
             return
         deadline = time.monotonic() + self.spec.lockstep_timeout
@@ -547,7 +549,7 @@ class ChainAreaShell(RegionShell):
                 self.tick()
                 continue
             sender, message = received
-            if message.kind == Kind.CONTROL and message.header.command == "hello":
+            if message.kind == Kind.CONTROL and message.header.command == Command.HELLO:
                 return
             self.upstream.reject(f"unexpected {message.kind.name} before hello", sender)
         raise ChainTimeout(f"no hello from area{self.k - 1}")
@@ -600,7 +602,7 @@ class ChainAreaShell(RegionShell):
                 kind == Kind.FEEDBACK
                 and message.kind == Kind.CONTROL
                 and header.command == FEEDBACK_WITHHELD
-                and header.args == {"epoch": ids.epoch, "batch": ids.batch}
+                and (header.args.epoch, header.args.batch) == (ids.epoch, ids.batch)
             ):
                 return message
             endpoint.reject(f"unexpected {message.kind.name} {getattr(header, 'ids', '')}")

@@ -24,12 +24,14 @@ from ccdni.base.region import RegionShell
 from ccdni.tasks import build_task
 from wire.ids import StepId
 from wire.protocol import (
-    ControlHeader,
+    Command,
     EfferenceHeader,
     Kind,
     Message,
     ProtocolError,
+    RegionState,
     TargetHeader,
+    control,
     expect_shape,
     step_header,
 )
@@ -75,7 +77,7 @@ class ZmqLink:
     # -- the CerebellarLink protocol -----------------------------------------------------------------
     def _prediction(self, sender: str | None, message: Message) -> torch.Tensor | None:
         if message.kind != Kind.PREDICTION:
-            if not (message.kind == Kind.CONTROL and message.header.command == "barrier_ok"):
+            if not (message.kind == Kind.CONTROL and message.header.command == Command.BARRIER_OK):
                 self.cerebellum.reject(f"unexpected {message.kind.name} from the cerebellum")
             return None
         try:
@@ -143,15 +145,20 @@ class ZmqLink:
         """Tell the olive this area sent all of the epoch's targets (after them, in order)."""
         if "olive" in self.lesioned:
             return
-        header = ControlHeader(command="epoch_end", region=self.interface, args={"epoch": epoch})
+        header = control(Command.EPOCH_END, self.interface, epoch=epoch)
         self.olive.send(header)
 
     def barrier(self) -> None:
         """Lockstep only: wait until the cerebellum has applied every error caused so far."""
         if not self.cerebellum_alive or "olive" in self.lesioned:
             return
-        args = {"interface": self.interface, "errors_expected": self.targets_sent}
-        self.cerebellum.send(ControlHeader(command="barrier", region=self.interface, args=args))
+        header = control(
+            Command.BARRIER,
+            self.interface,
+            interface=self.interface,
+            errors_expected=self.targets_sent,
+        )
+        self.cerebellum.send(header)
         deadline = time.monotonic() + self.spec.lockstep_timeout
         while time.monotonic() < deadline and self.cerebellum_alive:
             received = self.cerebellum.receive(0.05)
@@ -159,7 +166,7 @@ class ZmqLink:
                 self.shell.drain_control()
                 continue
             message = received[1]
-            if message.kind == Kind.CONTROL and message.header.command == "barrier_ok":
+            if message.kind == Kind.CONTROL and message.header.command == Command.BARRIER_OK:
                 return
         if self.cerebellum_alive:
             raise LockstepTimeout("the cerebellum did not pass the barrier in time")
@@ -188,9 +195,9 @@ class AreaShell(RegionShell):
             self.metric(metrics)
             self.log.info("epoch", **metrics)
         self.epoch = self.core.epoch
-        self.state = "done"
+        self.state = RegionState.DONE
         save_results(self.core, self.run)
-        self.report("done", epochs=self.core.epoch)
+        self.report(Command.DONE, epochs=self.core.epoch)
         while True:  # wait to be told to stop, still heartbeating
             self.tick()
             self.drain_control(0.1)
@@ -204,7 +211,7 @@ class AreaShell(RegionShell):
                 continue
             if self.spec.timing == "lockstep":
                 self.link.barrier()
-            self.report("request_ablation", target=region, epoch=epoch)
+            self.report(Command.REQUEST_ABLATION, target=region, epoch=epoch)
             deadline = time.monotonic() + self.spec.lockstep_timeout
             while region not in self.link.lesioned:
                 if time.monotonic() > deadline:
@@ -214,11 +221,11 @@ class AreaShell(RegionShell):
 
     def on_control(self, message) -> None:
         command = message.header.command
-        region = message.header.args.get("target")
-        if command == "lesion" and self.link is not None and isinstance(region, str):
+        region = getattr(message.header.args, "target", None)
+        if command == Command.LESION and self.link is not None:
             self.link.lesion(region)
             self.log.info("lesion_noticed", target=region, epoch=self.core.epoch)
-        elif command == "revived" and self.link is not None and isinstance(region, str):
+        elif command == Command.REVIVED and self.link is not None:
             self.link.revive(region)
             self.log.info("revival_noticed", target=region, epoch=self.core.epoch)
         else:

@@ -392,10 +392,10 @@ class Servers:
     def close(self) -> None:
         self.stop.set()
         if self.control is not None and "shell" in self.processes:
-            from wire.protocol import ControlHeader
+            from wire.protocol import Command, control
 
             self.drain_control()
-            self.control.send(ControlHeader(command="stop", region="cerebellum"), to="cerebellum")
+            self.control.send(control(Command.STOP, "orchestrator"), to="cerebellum")
         for process in self.processes.values():
             process.join(timeout=10)
         for process in self.processes.values():

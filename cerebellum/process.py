@@ -22,11 +22,13 @@ import zmq
 from ccdni.base.region import POLL_INTERVAL, RegionShell
 from cerebellum.synthesiser import CerebellumCore
 from wire.protocol import (
-    ControlHeader,
+    Command,
     Kind,
     Message,
     PredictionHeader,
     ProtocolError,
+    RegionState,
+    control,
     expect_shape,
     step_header,
 )
@@ -65,9 +67,9 @@ class CerebellumShell(RegionShell):
             self.tick()
 
     def announce_ready(self) -> None:
-        if self.state not in ("ready", "serving"):
-            self.state = "ready"
-            self.report("ready")
+        if self.state not in (RegionState.READY, RegionState.SERVING):
+            self.state = RegionState.READY
+            self.report(Command.READY)
 
     def handle(self, sender: str | None, message: Message) -> None:
         kind = message.kind
@@ -77,12 +79,9 @@ class CerebellumShell(RegionShell):
                 self.olive_lesioned = False
                 self.announce_ready()
             return
-        if kind == Kind.CONTROL and message.header.command == "barrier":
-            args = message.header.args
-            if args.get("interface") not in self.core.synthesisers or not isinstance(
-                args.get("errors_expected"), int
-            ):
-                self.router.reject("malformed barrier request", sender)
+        if kind == Kind.CONTROL and message.header.command == Command.BARRIER:
+            if message.header.args.interface not in self.core.synthesisers:
+                self.router.reject(f"barrier for unknown {message.header.args.interface!r}", sender)
                 return
             self.deferred.append((sender, message, None))
             self.answer_deferred()
@@ -104,7 +103,7 @@ class CerebellumShell(RegionShell):
         if kind == Kind.EFFERENCE:
             if header.epoch > self.epoch:
                 self.end_epoch(header.epoch)
-            self.state = "serving"
+            self.state = RegionState.SERVING
             self.deferred.append((sender, message, tensor))
         elif sender != OLIVE:
             self.router.reject("climbing-fibre error from a region that is not the olive", sender)
@@ -129,12 +128,10 @@ class CerebellumShell(RegionShell):
             header = message.header
             if state is None:  # a barrier
                 args = header.args
-                if not waive and self.waiting(args["interface"], args["errors_expected"]):
+                if not waive and self.waiting(args.interface, args.errors_expected):
                     still.append((sender, message, state))
                 else:
-                    self.router.send(
-                        ControlHeader(command="barrier_ok", region=self.name), to=sender
-                    )
+                    self.router.send(control(Command.BARRIER_OK, self.name), to=sender)
                 continue
             if not waive and self.waiting(header.interface, header.errors_expected):
                 still.append((sender, message, state))
@@ -149,21 +146,21 @@ class CerebellumShell(RegionShell):
 
     def on_control(self, message: Message) -> None:
         command = message.header.command
-        region = message.header.args.get("target")
-        if command == "lesion" and region == "olive":
+        region = getattr(message.header.args, "target", None)
+        if command == Command.LESION and region == "olive":
             self.olive_known = False
             self.olive_lesioned = True
             self.log.info("olive_lesion_noticed", epoch=self.epoch)
             self.answer_deferred()
-        elif command == "lesion" and region == "cerebellum":
+        elif command == Command.LESION and region == "cerebellum":
             pass
-        elif command == "revived" and region == "olive":
+        elif command == Command.REVIVED and region == "olive":
             self.olive_lesioned = False
             if self.spec.topology == "chain":  # a new error count (see the module docstring)
                 self.core.errors_applied = dict.fromkeys(self.core.errors_applied, 0)
                 self.answer_deferred(waive=True)
                 self.log.info("olive_revival_noticed", epoch=self.epoch)
-        elif command in ("lesion", "revived"):
+        elif command in (Command.LESION, Command.REVIVED):
             pass
         else:
             super().on_control(message)

@@ -22,10 +22,12 @@ from olive.comparator import InferiorOlive
 from wire.channel import Endpoint
 from wire.protocol import (
     ClimbingHeader,
+    Command,
     HeartbeatHeader,
     Kind,
     Message,
     ProtocolError,
+    RegionState,
     expect_shape,
     step_header,
 )
@@ -49,8 +51,8 @@ class OliveShell(RegionShell):
         poller = zmq.Poller()
         for endpoint in (self.control, self.targets, self.cerebellum):
             poller.register(endpoint.sock, zmq.POLLIN)
-        self.state = "ready"
-        self.report("ready")
+        self.state = RegionState.READY
+        self.report(Command.READY)
         last_hello = 0.0
         while True:
             now = time.monotonic()
@@ -89,7 +91,7 @@ class OliveShell(RegionShell):
         except ProtocolError as exc:
             endpoint.reject(str(exc), sender)
             return
-        self.state = "comparing"
+        self.state = RegionState.COMPARING
         self.epoch = max(self.epoch, header.epoch)
         try:
             if expected == Kind.TARGET:
@@ -102,24 +104,20 @@ class OliveShell(RegionShell):
         if fibre is None:
             return
         self.maybe_report()
-        reply = step_header(
-            ClimbingHeader, header.run, header.interface, fibre.ids, loss=fibre.loss
-        )
+        reply = step_header(ClimbingHeader, header.run, header.interface, fibre.ids)
         if self.cerebellum.send(reply, [fibre.error]):
             self.errors_sent += 1
 
     def on_epoch_end(self, sender: str | None, message: Message) -> None:
         """An area sent all targets of an epoch: once every area has, report that epoch."""
-        epoch = message.header.args.get("epoch")
-        interfaces = message.header.args.get("interfaces", [sender])
-        if (
-            message.header.command != "epoch_end"
-            or not isinstance(interfaces, list)
-            or not interfaces
-            or any(name not in self.spec.interfaces for name in interfaces)
-            or not isinstance(epoch, int)
-        ):
-            self.targets.reject("malformed epoch_end", sender)
+        if message.header.command != Command.EPOCH_END:
+            self.targets.reject(f"unexpected {message.header.command.value}", sender)
+            return
+        epoch = message.header.args.epoch
+        interfaces = message.header.args.interfaces or [sender]
+        unknown = [name for name in interfaces if name not in self.spec.interfaces]
+        if unknown:
+            self.targets.reject(f"epoch_end for unknown interfaces {unknown}", sender)
             return
         for name in interfaces:
             self.ended[name] = max(self.ended.get(name, -1), epoch)
@@ -166,14 +164,14 @@ class OliveShell(RegionShell):
 
     def on_control(self, message: Message) -> None:
         command = message.header.command
-        if command == "lesion" and message.header.args.get("target") == "cerebellum":
+        if command == Command.LESION and message.header.args.target == "cerebellum":
             # predictions that can no longer be paired (and targets for them) are dropped
             dropped = len(self.core.predictions) + len(self.core.targets)
             self.core.predictions.clear()
             self.core.targets.clear()
             self.core.expired += dropped
             self.log.info("cerebellum_lesion_noticed", dropped=dropped)
-        elif command in ("lesion", "revived"):
+        elif command in (Command.LESION, Command.REVIVED):
             pass
         else:
             super().on_control(message)

@@ -6,6 +6,7 @@ with a ``client-*`` identity, sends one CONTROL message and waits (bounded) for 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import uuid
@@ -16,7 +17,7 @@ import structlog
 import zmq
 
 from wire.channel import Counters, Endpoint, make_socket
-from wire.protocol import ControlHeader, Kind
+from wire.protocol import Command, Kind, control
 
 
 class ControlError(RuntimeError):
@@ -63,14 +64,14 @@ def send_command(run_dir: Path, command: str, timeout: float = 5.0, **args: Any)
     try:
         sock.connect(info["control"])
         endpoint = Endpoint(sock, structlog.get_logger(), Counters(), routed=False)
-        endpoint.send(ControlHeader(command=command, region="client", args=args))
+        endpoint.send(control(Command(command), "client", **args))
         received = endpoint.receive(timeout)
         if received is None:
             raise ControlError(f"the orchestrator did not answer within {timeout:g} s")
         message = received[1]
-        if message.kind != Kind.CONTROL or message.header.command != "reply":
+        if message.kind != Kind.CONTROL or message.header.command != Command.REPLY:
             raise ControlError("the orchestrator sent an unexpected reply")
-        return dict(message.header.args)
+        return dataclasses.asdict(message.header.args)
     finally:
         sock.close(linger=0)
         context.term()

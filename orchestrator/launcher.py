@@ -14,6 +14,7 @@ message → ``stop_deadline`` → SIGTERM → 2 s → SIGKILL — and every stag
 from __future__ import annotations
 
 import contextlib
+import enum
 import multiprocessing
 import os
 import shutil
@@ -33,11 +34,19 @@ from ccdni.base.spec import RunSpec
 from orchestrator.placement import PlacementPlan, plan_placement
 from orchestrator.progress import Progress
 from wire.channel import Counters, Endpoint, make_socket
-from wire.protocol import ControlHeader, Kind
+from wire.protocol import Command, Kind, RegionState, control
 
 AREA_ROLES = ("area", "chain-area")  # roles whose processes are cortical areas
 IPC_PATH_LIMIT = 100  # sockaddr_un holds ~107 bytes
 TERMINATE_GRACE = 2.0
+
+
+class ShutdownStage(str, enum.Enum):
+    """The stages of a staged shutdown, in order, as recorded in ``events.jsonl``."""
+
+    STOP = "stop"  # a ``stop`` CONTROL message, then up to ``stop_deadline`` to exit
+    TERMINATE = "terminate"  # SIGTERM, then TERMINATE_GRACE
+    KILL = "kill"  # SIGKILL, then TERMINATE_GRACE
 
 
 class RunFailed(RuntimeError):
@@ -52,7 +61,7 @@ class Region:
     role: str
     process: Any
     pid: int | None = None
-    state: str = "spawned"
+    state: str = RegionState.SPAWNED
     epoch: int = 0
     alive: bool = True
     ready: bool = False
@@ -132,7 +141,13 @@ class Supervisor:
         for name, role in roles:
             if name in lesioned:
                 self.regions[name] = Region(
-                    name, role, None, alive=False, ready=True, lesioned=True, state="lesioned"
+                    name,
+                    role,
+                    None,
+                    alive=False,
+                    ready=True,
+                    lesioned=True,
+                    state=RegionState.LESIONED,
                 )
                 self.run.append_event("lesioned_on_resume", region=name)
             else:
@@ -256,9 +271,13 @@ class Supervisor:
         if region is None or not region.alive:
             self.control.reject(f"message from unknown region {sender!r}", sender)
             return
+        header = message.header
+        claimed = getattr(header, "region", region.name)
+        if claimed != region.name or getattr(header, "pid", region.pid) not in (region.pid, 0):
+            self.control.reject(f"{region.name} sent a message as {claimed!r}", sender)
+            return
         region.last_heartbeat = time.monotonic()
         region.unresponsive = False
-        header = message.header
         if message.kind == Kind.HEARTBEAT:
             region.state, region.epoch = header.state, header.epoch
             region.sent, region.received = header.sent, header.received
@@ -273,38 +292,39 @@ class Supervisor:
         else:
             self.control.reject(f"unexpected {message.kind.name}", sender)
 
-    def on_report(self, region: Region, command: str, args: dict[str, Any]) -> None:
-        if command == "ready":
+    def on_report(self, region: Region, command: Command, args: Any) -> None:
+        """A region's CONTROL report; ``args`` is the command's typed argument struct."""
+        if command == Command.READY:
             region.ready = True
             self.run.append_event("ready", region=region.name, generation=region.generation)
             if region.generation > 0:
-                self.notify_all("revived", region.name)
-        elif command == "done":
+                self.notify_all(Command.REVIVED, region.name)
+        elif command == Command.DONE:
             region.done = True
-            self.run.append_event("done", region=region.name, **args)
-        elif command == "failed":
-            region.error = str(args.get("error", "unknown error"))
+            self.run.append_event("done", region=region.name, epochs=args.epochs)
+        elif command == Command.FAILED:
+            region.error = args.error
             self.run.append_event("region_failed", region=region.name, error=region.error)
-        elif command == "exiting":
-            region.state = "exiting"
-        elif command == "request_ablation":
-            target = str(args.get("target", ""))
+        elif command == Command.EXITING:
+            region.state = RegionState.EXITING
+        elif command == Command.REQUEST_ABLATION:
+            target = args.target
             self.run.append_event(
-                "ablation_requested", region=target, by=region.name, epoch=args.get("epoch")
+                "ablation_requested", region=target, by=region.name, epoch=args.epoch
             )
             if self.ablate(target, cause="scheduled") is not None:
                 known = self.regions.get(target)
                 if known is not None and known.lesioned and not known.alive:
-                    self.send(region, "lesion", target=target)  # already gone: say so again
+                    self.send(region, Command.LESION, target=target)  # already gone: again
         else:
-            self.log.warning("unknown_report", region=region.name, command=command)
+            self.control.reject(f"{command.value} is not a region's report", region.name)
 
     def on_exit(self, region: Region, detected_by: str) -> None:
         region.process.join(timeout=1.0)
         detected = time.time()
         region.alive = False
         region.exitcode = region.process.exitcode
-        region.state = "exited"
+        region.state = RegionState.EXITED
         record: dict[str, Any] = {
             "region": region.name,
             "pid": region.pid,
@@ -326,17 +346,16 @@ class Supervisor:
             if not region.lesioned:  # killed by hand or crashed: a lesion all the same
                 region.lesioned = True
                 self.log.warning("region_lost", region=region.name, exitcode=region.exitcode)
-            region.state = "lesioned"
+            region.state = RegionState.LESIONED
             self.run.append_event("lesion", region=region.name, detected_by=detected_by)
-            self.notify_all("lesion", region.name)
+            self.notify_all(Command.LESION, region.name)
         self.write_regions()
 
-    def send(self, region: Region, command: str, **args: Any) -> None:
+    def send(self, region: Region, command: Command, **args: Any) -> None:
         assert self.control is not None
-        header = ControlHeader(command=command, region=region.name, args=args)
-        self.control.send(header, to=region.name)
+        self.control.send(control(command, "orchestrator", **args), to=region.name)
 
-    def notify_all(self, command: str, target: str) -> None:
+    def notify_all(self, command: Command, target: str) -> None:
         for other in self.regions.values():
             if other.alive and other.name != target:
                 self.send(other, command, target=target)
@@ -349,26 +368,25 @@ class Supervisor:
             self.control.reject(f"client sent {message.kind.name}", sender)
             return
         header = message.header
-        region = str(header.args.get("region", ""))
         error: str | None = None
-        if header.command == "ablate":
-            error = self.ablate(region, cause="command")
-        elif header.command == "revive":
-            error = self.revive(region, bool(header.args.get("from_checkpoint", False)))
-        elif header.command == "stop":
+        if header.command == Command.ABLATE:
+            error = self.ablate(header.args.region, cause="command")
+        elif header.command == Command.REVIVE:
+            error = self.revive(header.args.region, header.args.from_checkpoint)
+        elif header.command == Command.STOP:
             self.stop_requested = True
             self.run.append_event("stop_requested", by="command")
-        elif header.command != "status":
-            error = f"unknown command {header.command!r}"
-        reply = {
-            "ok": error is None,
-            "error": error,
-            "run": self.run.path.name,
-            "regions": self.region_table(),
-        }
-        self.control.send(
-            ControlHeader(command="reply", region="orchestrator", args=reply), to=sender
+        elif header.command != Command.STATUS:
+            error = f"{header.command.value} is not a client command"
+        reply = control(
+            Command.REPLY,
+            "orchestrator",
+            ok=error is None,
+            error=error or "",
+            run=self.run.path.name,
+            regions=self.region_table(),
         )
+        self.control.send(reply, to=sender)
 
     def ablate(self, name: str, cause: str) -> str | None:
         """Kill a region's process (a live lesion); None on success, else the reason."""
@@ -410,7 +428,7 @@ class Supervisor:
     def supervise(self) -> None:
         areas = self.areas()
         for region in areas:
-            self.send(region, "start")
+            self.send(region, Command.START)
         self.run.append_event("start", epoch=self.resume_epoch or 0)
         last_written = time.monotonic()
         while not all(r.done for r in areas) and not self.stop_requested:
@@ -429,22 +447,24 @@ class Supervisor:
         stages = []
         live = [r for r in self.regions.values() if r.alive]
         if live and self.control is not None:
-            stages.append("stop")
+            stages.append(ShutdownStage.STOP)
             for region in live:
-                self.send(region, "stop")
-            self.run.append_event("shutdown", stage="stop", regions=[r.name for r in live])
+                self.send(region, Command.STOP)
+            self.run.append_event(
+                "shutdown", stage=ShutdownStage.STOP, regions=[r.name for r in live]
+            )
             deadline = time.monotonic() + self.spec.stop_deadline
             while any(r.alive for r in live) and time.monotonic() < deadline:
                 self.poll(0.05)
-        for stage, grace in (("terminate", TERMINATE_GRACE), ("kill", TERMINATE_GRACE)):
+        for stage in (ShutdownStage.TERMINATE, ShutdownStage.KILL):
             remaining = [r for r in self.regions.values() if r.alive]
             if not remaining:
                 break
             stages.append(stage)
             self.run.append_event("shutdown", stage=stage, regions=[r.name for r in remaining])
             for region in remaining:
-                getattr(region.process, stage)()
-            deadline = time.monotonic() + grace
+                getattr(region.process, stage.value)()  # Process.terminate / Process.kill
+            deadline = time.monotonic() + TERMINATE_GRACE
             while any(r.alive for r in remaining) and time.monotonic() < deadline:
                 if self.control is not None:
                     self.poll(0.05)

@@ -19,7 +19,7 @@ from wire.protocol import (
     VERSION,
     ActivityHeader,
     ClimbingHeader,
-    ControlHeader,
+    Command,
     EfferenceHeader,
     FeedbackHeader,
     HeartbeatHeader,
@@ -29,6 +29,7 @@ from wire.protocol import (
     PredictionHeader,
     ProtocolError,
     TargetHeader,
+    control,
     decode,
     encode,
     expect_shape,
@@ -43,9 +44,7 @@ SAMPLES = {  # every field differs from its default
     ),
     Kind.PREDICTION: PredictionHeader(run="r", interface="a1", epoch=2, batch=9, truncation=1),
     Kind.TARGET: TargetHeader(run="r2", interface="a2", epoch=300, batch=1, truncation=7),
-    Kind.CLIMBING: ClimbingHeader(
-        run="r3", interface="a3", epoch=5, batch=4, truncation=2, loss=0.125
-    ),
+    Kind.CLIMBING: ClimbingHeader(run="r3", interface="a3", epoch=5, batch=4, truncation=2),
     Kind.ACTIVITY: ActivityHeader(run="r4", interface="a4", epoch=1, batch=2, truncation=3),
     Kind.FEEDBACK: FeedbackHeader(run="é-ü", interface="a5", epoch=6, batch=7, truncation=8),
     Kind.HEARTBEAT: HeartbeatHeader(
@@ -55,9 +54,7 @@ SAMPLES = {  # every field differs from its default
         region="area0",
         values={"train_loss": 1.5, "epoch": 3, "name": "x", "nested": {"a": [1, 2.5, None]}},
     ),
-    Kind.CONTROL: ControlHeader(
-        command="ablate", region="cerebellum", args={"at": 50, "hard": True, "why": "test"}
-    ),
+    Kind.CONTROL: control(Command.REVIVE, "client-7", region="olive", from_checkpoint=True),
 }
 
 TENSORS = {
@@ -138,10 +135,11 @@ def test_step_header_and_ids() -> None:
     assert decode(encode(header, [torch.ones(1, 2)])).header.ids == StepId(4, 5, 6)
 
 
-def test_float_field_accepts_integer() -> None:
-    frames = with_body(valid_frames(Kind.CLIMBING), loss=2)
-    header = decode(frames).header
-    assert header.loss == 2.0 and isinstance(header.loss, float)
+def test_removed_field_is_refused() -> None:
+    """CLIMBING no longer carries the loss (no receiver read it): a message with it is refused."""
+    frames = with_body(valid_frames(Kind.CLIMBING), loss=2.0)
+    with pytest.raises(ProtocolError, match="unknown fields"):
+        decode(frames)
 
 
 def test_encode_refuses_what_cannot_travel() -> None:
@@ -196,8 +194,9 @@ INVALID = {
     "epoch-bool": (with_body(valid_frames(), epoch=True), "'epoch' should be int, got bool"),
     "epoch-float": (with_body(valid_frames(), epoch=1.5), "'epoch' should be int, got float"),
     "run-int": (with_body(valid_frames(), run=3), "'run' should be str, got int"),
-    "loss-str": (with_body(valid_frames(Kind.CLIMBING), loss="0.5"), "'loss' should be float"),
-    "loss-bool": (with_body(valid_frames(Kind.CLIMBING), loss=False), "'loss' should be float"),
+    "pid-str": (with_body(valid_frames(Kind.HEARTBEAT), pid="42"), "'pid' should be int"),
+    "sent-bool": (with_body(valid_frames(Kind.HEARTBEAT), sent=False), "should be int, got bool"),
+    "state-unknown": (with_body(valid_frames(Kind.HEARTBEAT), state="x"), "unknown region state"),
     "values-list": (
         with_body(valid_frames(Kind.METRIC), values=[1, 2]),
         "'values' should be dict",

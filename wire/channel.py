@@ -50,11 +50,14 @@ class Counters:
 class Endpoint:
     """A socket plus the codec: ``send`` never blocks, ``receive`` always has a timeout."""
 
-    def __init__(self, sock: zmq.Socket, log: Any, counters: Counters, routed: bool):
+    def __init__(
+        self, sock: zmq.Socket, log: Any, counters: Counters, routed: bool, run: str | None = None
+    ):
         self.sock = sock
         self.log = log
         self.counters = counters
         self.routed = routed  # ROUTER: frames carry the peer identity first
+        self.run = run  # step messages of any other run are rejected (None: not checked)
 
     def send(
         self, header: Header, tensors: Sequence[torch.Tensor] = (), to: str | None = None
@@ -104,13 +107,18 @@ class Endpoint:
             sender = frames[0].decode(errors="replace")
             frames = frames[1:]
         try:
-            return sender, decode(frames)
+            message = decode(frames)
         except ProtocolError as exc:
             self.reject(str(exc), sender)
             return None
         except Exception as exc:  # a decoder bug must not kill the region either
             self.reject(f"undecodable message ({type(exc).__name__}: {exc})", sender)
             return None
+        run = getattr(message.header, "run", None)
+        if self.run is not None and run is not None and run != self.run:
+            self.reject(f"{message.kind.name} from another run ({run!r})", sender)
+            return None
+        return sender, message
 
     def reject(self, reason: str, sender: str | None = None) -> None:
         self.counters.rejected += 1

@@ -103,10 +103,9 @@ class TargetHeader(StepHeader):
 
 @dataclass(frozen=True)
 class ClimbingHeader(StepHeader):
-    """Climbing-fibre error e for the prediction ``ids``, with the cerebellar loss L_C."""
+    """Climbing-fibre error e for the prediction ``ids`` (the olive reports L_C itself)."""
 
     kind: ClassVar[Kind] = Kind.CLIMBING
-    loss: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -119,6 +118,22 @@ class FeedbackHeader(StepHeader):
     kind: ClassVar[Kind] = Kind.FEEDBACK
 
 
+class RegionState(str, enum.Enum):
+    """What a region is doing, as its heartbeats report it and the orchestrator records it."""
+
+    SPAWNED = "spawned"  # started by the orchestrator, not heard from yet
+    STARTING = "starting"  # building its core, restoring its checkpoint
+    READY = "ready"  # reported ready, waiting for start
+    TRAINING = "training"  # an area running its epochs
+    SERVING = "serving"  # the cerebellum answering efferences
+    COMPARING = "comparing"  # the olive pairing predictions and targets
+    DONE = "done"  # an area that finished its epochs, waiting to be stopped
+    STOPPED = "stopped"  # leaving its main loop
+    EXITING = "exiting"  # reported that it exits
+    EXITED = "exited"  # its process is gone
+    LESIONED = "lesioned"  # killed (or died) and not revived
+
+
 @dataclass(frozen=True)
 class HeartbeatHeader(Header):
     """A region is alive: its state, epoch and message counters."""
@@ -126,11 +141,17 @@ class HeartbeatHeader(Header):
     kind: ClassVar[Kind] = Kind.HEARTBEAT
     region: str = ""
     pid: int = 0
-    state: str = ""
+    state: str = RegionState.STARTING.value
     epoch: int = 0
     sent: int = 0
     received: int = 0
     rejected: int = 0
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "state", RegionState(self.state).value)
+        except ValueError:
+            raise ProtocolError(f"unknown region state {self.state!r}") from None
 
 
 @dataclass(frozen=True)
@@ -142,14 +163,212 @@ class MetricHeader(Header):
     values: dict = field(default_factory=dict)
 
 
+# --- CONTROL: typed commands ---------------------------------------------------------------------
+
+
+class Command(str, enum.Enum):
+    """Every CONTROL command. Who sends it → who receives it, and its argument struct."""
+
+    START = "start"  # orchestrator → region: begin (after every region is ready)
+    STOP = "stop"  # orchestrator → region, client → orchestrator: staged shutdown
+    READY = "ready"  # region → orchestrator: built and listening
+    DONE = "done"  # area → orchestrator: every epoch trained
+    FAILED = "failed"  # region → orchestrator: the error that ends it
+    EXITING = "exiting"  # region → orchestrator: leaving, with its exit code
+    REQUEST_ABLATION = "request_ablation"  # area → orchestrator: a scheduled lesion is due
+    LESION = "lesion"  # orchestrator → regions: ``target`` is dead
+    REVIVED = "revived"  # orchestrator → regions: ``target`` is back
+    BARRIER = "barrier"  # area → cerebellum: answer once these errors are applied
+    BARRIER_OK = "barrier_ok"  # cerebellum → area: they are
+    EPOCH_END = "epoch_end"  # area → olive: every target of the epoch has been sent
+    HELLO = "hello"  # chain area k → area k+1: my connection is up
+    BATCH_DONE = "batch_done"  # chain area k+1 → area k: flow control
+    FEEDBACK_WITHHELD = "feedback_withheld"  # chain area k+1 → area k: no ∂L/∂ĥ this batch
+    VALIDATED = "validated"  # chain area k+1 → area k: epoch validated below
+    STATUS = "status"  # client → orchestrator: the region table
+    ABLATE = "ablate"  # client → orchestrator: kill ``region``
+    REVIVE = "revive"  # client → orchestrator: start ``region`` again
+    REPLY = "reply"  # orchestrator → client: the answer to a client command
+
+
+@dataclass(frozen=True)
+class Arguments:
+    """Base of the argument structs: frozen, typed, validated on decode."""
+
+
+@dataclass(frozen=True)
+class NoArguments(Arguments):
+    """A command that carries nothing."""
+
+
+@dataclass(frozen=True)
+class ReadyArguments(Arguments):
+    epoch: int = 0  # the epoch an area starts from (resume), 0 otherwise
+
+
+@dataclass(frozen=True)
+class DoneArguments(Arguments):
+    epochs: int
+
+
+@dataclass(frozen=True)
+class FailedArguments(Arguments):
+    error: str
+
+
+@dataclass(frozen=True)
+class ExitingArguments(Arguments):
+    code: int
+
+
+@dataclass(frozen=True)
+class TargetArguments(Arguments):
+    """Which region a lesion or revival notice is about."""
+
+    target: str
+
+
+@dataclass(frozen=True)
+class AblationRequestArguments(Arguments):
+    target: str
+    epoch: int
+
+
+@dataclass(frozen=True)
+class BarrierArguments(Arguments):
+    interface: str
+    errors_expected: int
+
+
+@dataclass(frozen=True)
+class EpochArguments(Arguments):
+    epoch: int
+
+
+@dataclass(frozen=True)
+class EpochEndArguments(Arguments):
+    epoch: int
+    interfaces: list[str] = field(default_factory=list)  # empty: the sender's own interface
+
+
+@dataclass(frozen=True)
+class BatchArguments(Arguments):
+    epoch: int
+    batch: int
+
+
+@dataclass(frozen=True)
+class RegionArguments(Arguments):
+    """Which region a client's ablate is about."""
+
+    region: str
+
+
+@dataclass(frozen=True)
+class ReviveArguments(Arguments):
+    region: str
+    from_checkpoint: bool = False
+
+
+@dataclass(frozen=True)
+class ReplyArguments(Arguments):
+    ok: bool
+    run: str
+    regions: dict
+    error: str = ""
+
+
+ARGUMENTS: dict[Command, type[Arguments]] = {
+    Command.START: NoArguments,
+    Command.STOP: NoArguments,
+    Command.READY: ReadyArguments,
+    Command.DONE: DoneArguments,
+    Command.FAILED: FailedArguments,
+    Command.EXITING: ExitingArguments,
+    Command.REQUEST_ABLATION: AblationRequestArguments,
+    Command.LESION: TargetArguments,
+    Command.REVIVED: TargetArguments,
+    Command.BARRIER: BarrierArguments,
+    Command.BARRIER_OK: NoArguments,
+    Command.EPOCH_END: EpochEndArguments,
+    Command.HELLO: NoArguments,
+    Command.BATCH_DONE: BatchArguments,
+    Command.FEEDBACK_WITHHELD: BatchArguments,
+    Command.VALIDATED: EpochArguments,
+    Command.STATUS: NoArguments,
+    Command.ABLATE: RegionArguments,
+    Command.REVIVE: ReviveArguments,
+    Command.REPLY: ReplyArguments,
+}
+
+
 @dataclass(frozen=True)
 class ControlHeader(Header):
-    """A command or a report: start, stop, done, failed, ablate, status, ..."""
+    """A command or a report: its :class:`Command`, the sender's region, and the command's own
+    frozen argument struct (``ARGUMENTS[command]``), checked here and on decode."""
 
     kind: ClassVar[Kind] = Kind.CONTROL
-    command: str = ""
+    command: Command = Command.STATUS
     region: str = ""
-    args: dict = field(default_factory=dict)
+    args: Arguments = field(default_factory=NoArguments)
+
+    def __post_init__(self) -> None:
+        try:
+            command = Command(self.command)
+        except ValueError:
+            raise ProtocolError(f"unknown command {self.command!r}") from None
+        object.__setattr__(self, "command", command)
+        expected = ARGUMENTS[command]
+        if type(self.args) is not expected:
+            raise ProtocolError(
+                f"{command.value} takes {expected.__name__}, got {type(self.args).__name__}"
+            )
+
+
+def control(command: Command, sender: str, /, **args: Any) -> ControlHeader:
+    """A CONTROL header for ``command`` from region ``sender`` whose arguments are ``args``
+    (validated against the command's struct: ProtocolError if one is missing, extra or of the
+    wrong type)."""
+    return ControlHeader(command, sender, _arguments(command, args))
+
+
+def _arguments(command: Command, values: Any) -> Arguments:
+    """The command's argument struct from a map, or ProtocolError naming what is wrong."""
+    cls = ARGUMENTS[command]
+    if not isinstance(values, dict):
+        raise ProtocolError(f"{command.value} arguments must be a map")
+    types = _field_types(cls)
+    unknown = set(values) - set(types)
+    if unknown:
+        raise ProtocolError(f"{command.value} has unknown arguments {sorted(map(str, unknown))}")
+    required = {
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    missing = required - set(values)
+    if missing:
+        raise ProtocolError(f"{command.value} is missing arguments {sorted(missing)}")
+    checked = {name: _typed(f"{command.value} argument", name, value, types[name])
+               for name, value in values.items()}  # fmt: skip
+    return cls(**checked)
+
+
+def _typed(what: str, name: str, value: Any, expected: Any) -> Any:
+    """``value`` if it has the declared type (an int is accepted for a float), else raise."""
+    origin = typing.get_origin(expected)
+    if origin is list:
+        (item,) = typing.get_args(expected)
+        if not isinstance(value, list) or not all(isinstance(v, item) for v in value):
+            raise ProtocolError(f"{what} {name!r} should be a list of {item.__name__}")
+        return list(value)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ProtocolError(
+            f"{what} {name!r} should be {expected.__name__}, got {type(value).__name__}"
+        )
+    return value
 
 
 HEADERS: dict[Kind, type[Header]] = {
@@ -205,6 +424,8 @@ def encode(header: Header, tensors: typing.Sequence[torch.Tensor] = ()) -> list[
             f"{header.kind.name} carries {header.n_tensors} tensors, got {len(tensors)}"
         )
     body = dataclasses.asdict(header)
+    if isinstance(header, ControlHeader):
+        body["command"] = header.command.value
     described = []
     buffers = []
     for tensor in tensors:
@@ -243,17 +464,17 @@ def decode(frames: typing.Sequence[Any], check_finite: bool = True) -> Message:
     unknown = set(body) - set(types)
     if unknown:
         raise ProtocolError(f"{kind.name} header has unknown fields {sorted(map(repr, unknown))}")
-    for name, value in body.items():
-        expected = types[name]
-        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            body[name] = float(value)
-            ok = True
-        if not ok:
-            raise ProtocolError(
-                f"{kind.name} header field {name!r} should be {expected.__name__}, "
-                f"got {type(value).__name__}"
-            )
+    if cls is ControlHeader:
+        try:
+            command = Command(body.get("command"))
+        except ValueError:
+            raise ProtocolError(f"unknown command {body.get('command')!r}") from None
+        body["command"] = command
+        body["region"] = _typed("CONTROL header", "region", body.get("region", ""), str)
+        body["args"] = _arguments(command, body.get("args", {}))
+    else:
+        for name, value in body.items():
+            body[name] = _typed(f"{kind.name} header field", name, value, types[name])
     header = cls(**body)
     if not isinstance(described, list) or len(described) != cls.n_tensors:
         raise ProtocolError(f"{kind.name} must describe {cls.n_tensors} tensors")

@@ -25,7 +25,15 @@ from ccdni.base.logs import configure_logging
 from ccdni.base.rundir import RunDirectory
 from ccdni.base.spec import RunSpec
 from wire.channel import Counters, Endpoint, make_socket
-from wire.protocol import ControlHeader, HeartbeatHeader, Kind, Message, MetricHeader
+from wire.protocol import (
+    Command,
+    HeartbeatHeader,
+    Kind,
+    Message,
+    MetricHeader,
+    RegionState,
+    control,
+)
 
 SHELLS = {
     "area": "areas.process:AreaShell",
@@ -83,7 +91,7 @@ class RegionShell(ABC):
         self.sockets: list[zmq.Socket] = []
         self.bound_files: list[str] = []  # ipc socket files this process must remove
         self.control = self.connect(zmq.DEALER, endpoints["orchestrator"], identity=name)
-        self.state = "starting"
+        self.state = RegionState.STARTING
         self.epoch = 0
         self.stopping = False
         self.started = False
@@ -94,7 +102,7 @@ class RegionShell(ABC):
         sock = make_socket(self.context, kind, identity=identity)
         sock.connect(endpoint)
         self.sockets.append(sock)
-        return Endpoint(sock, self.log, self.counters, routed=kind == zmq.ROUTER)
+        return Endpoint(sock, self.log, self.counters, kind == zmq.ROUTER, self.run.path.name)
 
     def bind(self, kind: int, endpoint: str) -> Endpoint:
         sock = make_socket(self.context, kind)
@@ -102,7 +110,7 @@ class RegionShell(ABC):
         self.sockets.append(sock)
         if endpoint.startswith("ipc://"):
             self.bound_files.append(endpoint.removeprefix("ipc://"))
-        return Endpoint(sock, self.log, self.counters, routed=kind == zmq.ROUTER)
+        return Endpoint(sock, self.log, self.counters, kind == zmq.ROUTER, self.run.path.name)
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any], epoch: int) -> None:
@@ -116,8 +124,9 @@ class RegionShell(ABC):
         return load_checkpoint(path, self.name, self.spec) if path.exists() else None
 
     # -- talking to the orchestrator --------------------------------------------------------
-    def report(self, command: str, **args: Any) -> None:
-        self.control.send(ControlHeader(command=command, region=self.name, args=args))
+    def report(self, command: Command, **args: Any) -> None:
+        """A CONTROL report to the orchestrator (``args``: the command's argument struct)."""
+        self.control.send(control(command, self.name, **args))
 
     def metric(self, values: dict[str, Any]) -> None:
         self.control.send(MetricHeader(region=self.name, values=values))
@@ -145,12 +154,12 @@ class RegionShell(ABC):
     def on_control(self, message: Message) -> None:
         """React to a CONTROL message (``start`` and ``stop`` by default)."""
         header = message.header
-        if header.command == "stop":
+        if header.command == Command.STOP:
             self.stopping = True
-        elif header.command == "start":
+        elif header.command == Command.START:
             self.started = True
         else:
-            self.log.warning("unknown_control", command=header.command)
+            self.log.warning("unexpected_control", command=header.command.value)
 
     def drain_control(self, timeout: float = 0.0) -> None:
         """Handle every waiting control message (waiting up to ``timeout`` for the first)."""
@@ -167,13 +176,13 @@ class RegionShell(ABC):
 
     def await_start(self, **ready: Any) -> None:
         """Report ``ready`` and wait (heartbeating, obeying ``stop``) for ``start``."""
-        self.state = "ready"
-        self.report("ready", **ready)
+        self.state = RegionState.READY
+        self.report(Command.READY, **ready)
         self.heartbeat(force=True)
         while not self.started:
             self.tick()
             self.drain_control(0.1)
-        self.state = "training"
+        self.state = RegionState.TRAINING
 
     def tick(self) -> None:
         """Between units of work: heartbeat, control messages, parent check."""
@@ -204,15 +213,15 @@ class RegionShell(ABC):
         except Exception as exc:
             code = 1
             self.log.error("region_failed", error=repr(exc), traceback=traceback.format_exc())
-            self.report("failed", error=f"{type(exc).__name__}: {exc}")
+            self.report(Command.FAILED, error=f"{type(exc).__name__}: {exc}")
         try:
             self.finish()
         except Exception as exc:
             code = code or 1
             self.log.error("finish_failed", error=repr(exc))
-        self.state = "stopped"
+        self.state = RegionState.STOPPED
         self.heartbeat(force=True)
-        self.report("exiting", code=code)
+        self.report(Command.EXITING, code=code)
         self.log.info("region_exit", code=code, **vars(self.counters))
         for sock in self.sockets:
             # the control link gets a bounded linger so the final reports (metrics, "exiting")
