@@ -11,12 +11,15 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from ccdni.tasks.base import headline
+
 
 class Progress:
     """Shows each region's epoch, losses, messages/s and liveness while a run goes on."""
 
     def __init__(self, spec: Any, log: Any, enabled: bool = True):
         self.spec = spec
+        self.headline = headline(spec)
         self.log = log
         self.interactive = enabled and spec.progress and sys.stderr.isatty()
         self.live: Live | None = None
@@ -65,7 +68,7 @@ class Progress:
                     epoch=epoch,
                     of=self.spec.epochs,
                     train_loss=metrics.get("train_loss"),
-                    val=metrics.get("val_mse", metrics.get("val_error_pct")),
+                    **{self.headline.metric: metrics.get(self.headline.metric)},
                 )
 
     def table(self, regions: dict[str, Any]) -> Table:
@@ -91,7 +94,7 @@ class Progress:
         cerebellar = olive.last_metrics.get("cerebellar_loss") if olive else None
         for region in regions.values():
             m = region.last_metrics
-            val = m.get("val_mse", m.get("val_error_pct"))
+            val = m.get(self.headline.metric)
             table.add_row(
                 region.name,
                 str(region.pid),

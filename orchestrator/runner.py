@@ -13,6 +13,7 @@ from ccdni.base.logs import configure_logging
 from ccdni.base.rundir import RunDirectory
 from ccdni.base.spec import RunSpec
 from ccdni.reporting.figures import draw_run
+from ccdni.tasks.base import headline
 from orchestrator.launcher import Supervisor
 from orchestrator.placement import plan_placement, region_names
 from orchestrator.progress import Progress
@@ -90,6 +91,7 @@ def _inprocess(spec: RunSpec, run: RunDirectory, log: Any) -> dict[str, Any]:
     from orchestrator.inprocess import run_inprocess
 
     step = max(1, spec.epochs // 10)
+    chosen = headline(spec)
 
     def on_epoch(metrics: dict[str, Any]) -> None:
         epoch = metrics["epoch"] + 1
@@ -99,7 +101,7 @@ def _inprocess(spec: RunSpec, run: RunDirectory, log: Any) -> dict[str, Any]:
                 epoch=epoch,
                 of=spec.epochs,
                 train_loss=metrics["train_loss"],
-                val=metrics.get("val_mse", metrics.get("val_error_pct")),
+                **{chosen.metric: metrics.get(chosen.metric)},
             )
 
     try:
@@ -121,6 +123,8 @@ def summarise(
     final = area[-1] if area else {}
     last5 = area[-5:]
     val_keys = [k for k in final if k.startswith("val_")]
+    chosen = headline(spec)
+    values = [m[chosen.metric] for m in area if chosen.metric in m]
     return {
         "run": run.path.name,
         "status": outcome["status"],
@@ -136,6 +140,13 @@ def summarise(
         "wall_seconds": round(wall, 3),
         "final": {k: final[k] for k in ["train_loss", *val_keys] if k in final},
         "last5_mean": {k: sum(m[k] for m in last5) / len(last5) for k in val_keys},
+        "headline": {
+            "metric": chosen.metric,
+            "label": chosen.label,
+            "lower_is_better": chosen.lower_is_better,
+            "final": values[-1] if values else None,
+            "last5_mean": sum(values[-5:]) / len(values[-5:]) if values else None,
+        },
         "cerebellar_loss_final": olive[-1]["cerebellar_loss"] if olive else None,
         "missing_predictions": sum(m.get("missing_predictions", 0) for m in area),
         "shutdown_stages": outcome["shutdown_stages"],

@@ -109,3 +109,17 @@ def test_plain_lstm_runs_only_the_area(tmp_path: Path) -> None:
     events = [json.loads(line) for line in outcome.run.events_path.read_text().splitlines()]
     assert [e["region"] for e in events if e["event"] == "spawn"] == ["area0"]
     assert_no_process_left(outcome.run.path)
+
+
+def test_summary_names_the_tasks_headline_metric(tmp_path: Path) -> None:
+    """summary.json carries the task's declared headline metric with its final and last-5
+    values, read from the area's records."""
+    spec = load_spec(inprocess=True, epochs=7, runs_dir=str(tmp_path), figures=False)
+    outcome = execute_run(spec, console=False)
+    headline = outcome.summary["headline"]
+    assert headline["metric"] == "val_mse" and headline["lower_is_better"]
+    area = [r for (region, _), r in sorted(per_epoch(outcome.run.path).items()) if region == "area0"]
+    assert headline["final"] == area[-1]["val_mse"]
+    assert headline["last5_mean"] == pytest.approx(sum(r["val_mse"] for r in area[-5:]) / 5)
+    written = json.loads(outcome.run.summary_path.read_text())
+    assert written["headline"] == headline

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,19 @@ class Batch:
         )
 
 
+@dataclass(frozen=True)
+class Headline:
+    """The one number that stands for a run of a task: an area's validation metric (the key
+    of its per-epoch record) and which way is better. Reports, sweeps and figures use it."""
+
+    metric: str  # e.g. "val_mse"
+    label: str  # e.g. "validation MSE", for axes and tables
+    lower_is_better: bool = True
+
+
+CHAIN_HEADLINE = Headline("val_accuracy", "validation accuracy", lower_is_better=False)
+
+
 class Task(ABC):
     """A sequence task: inputs, targets and which steps are scored.
 
@@ -59,6 +72,7 @@ class Task(ABC):
     input_size: int
     output_size: int
     loss_kind: str  # "mse" or "xent"
+    headline: ClassVar[Headline]  # the metric that stands for a run of this task
 
     @abstractmethod
     def train_batches(self, epoch: int, generator: torch.Generator) -> Iterator[Batch]:
@@ -111,6 +125,26 @@ class Task(ABC):
             predicted = outputs[:, -1].argmax(dim=-1)
             metrics["error_pct"] = 100.0 * float((predicted != batch.targets[:, -1]).float().mean())
         return metrics
+
+
+def task_class(name: str) -> type[Task]:
+    """The class of the task named ``name`` (no data are loaded)."""
+    if name == "target-reaching":
+        from ccdni.tasks.target_reaching import TargetReaching
+
+        return TargetReaching
+    from ccdni.tasks.seqmnist import TASK_CLASSES
+
+    if name not in TASK_CLASSES:
+        raise ValueError(f"unknown task {name!r}")
+    return TASK_CLASSES[name]
+
+
+def headline(spec: RunSpec) -> Headline:
+    """The headline metric of ``spec``'s runs: its task's, or a chain's validation accuracy."""
+    if spec.topology == "chain":
+        return CHAIN_HEADLINE
+    return task_class(spec.task).headline
 
 
 def build_task(spec: RunSpec) -> Task:

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ccdni.tasks.base import Batch, Task
+from ccdni.tasks.base import Batch, Headline, Task
 from ccdni.tasks.mnist_data import MnistSplits, load_mnist
 
 if TYPE_CHECKING:
@@ -193,6 +193,7 @@ class SeqMnist(SeqMnistTask):
     """seqMNIST: classify the digit at the last step."""
 
     name = "seqmnist"
+    headline = Headline("val_error_pct", "validation error (%)")
     output_size = N_CLASSES
     loss_kind = "xent"
 
@@ -204,6 +205,7 @@ class CircleSeqMnist(SeqMnistTask):
     """c-seqMNIST: reach the digit's point on the circle of radius 10 at the last step."""
 
     name = "c-seqmnist"
+    headline = Headline("val_mse", "validation MSE")
     output_size = 2
     loss_kind = "mse"
 
@@ -220,6 +222,7 @@ class DrawDigitSeqMnist(SeqMnistTask):
     """dd-seqMNIST: draw the digit's template, scored at every step."""
 
     name = "dd-seqmnist"
+    headline = Headline("val_mse_x100", "validation MSE ×100")
     output_size = 2
     loss_kind = "mse"
 
@@ -243,6 +246,7 @@ class LineDrawSeqMnist(SeqMnistTask):
     """ld-seqMNIST: a straight line to the c-seqMNIST point, scored every γ steps."""
 
     name = "ld-seqmnist"
+    headline = Headline("val_mse", "validation MSE")
     output_size = 2
     loss_kind = "mse"
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ccdni.tasks.base import Batch, Task
+from ccdni.tasks.base import Batch, Headline, Task
 
 if TYPE_CHECKING:
     from ccdni.base.spec import RunSpec
@@ -53,6 +53,7 @@ class TargetReaching(Task):
     seed: int = 0
 
     name = "target-reaching"
+    headline = Headline("val_mse", "validation MSE")
     n_steps = N_STEPS
     output_size = 2
     loss_kind = "mse"
