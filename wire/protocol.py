@@ -409,7 +409,7 @@ class Message:
         return self.header.kind
 
 
-def _field_types(cls: type[Header]) -> dict[str, type]:
+def _field_types(cls: type[Header] | type[Arguments]) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
@@ -433,7 +433,8 @@ def encode(header: Header, tensors: typing.Sequence[torch.Tensor] = ()) -> list[
         if array.dtype not in DTYPE_NAMES:
             raise ProtocolError(f"dtype {array.dtype} cannot travel")
         described.append([DTYPE_NAMES[array.dtype], list(array.shape)])
-        buffers.append(memoryview(array.reshape(-1).numpy()).cast("B"))
+        flat: Any = array.reshape(-1).numpy()  # numpy arrays export the buffer protocol
+        buffers.append(memoryview(flat).cast("B"))
     body["tensors"] = described
     preamble = MAGIC + bytes([VERSION, int(header.kind)])
     return [preamble, msgpack.packb(body, use_bin_type=True), *buffers]
