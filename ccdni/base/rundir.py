@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ class RunDirectory:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.metric_sinks: list[Callable[[dict[str, Any]], None]] = []  # e.g. TensorBoard
 
     @classmethod
     def create(cls, spec: RunSpec) -> RunDirectory:
@@ -99,6 +101,8 @@ class RunDirectory:
 
     def append_metric(self, record: dict[str, Any]) -> None:
         self._append(self.metrics_path, record)
+        for sink in self.metric_sinks:
+            sink(record)
 
     def append_event(self, event: str, **fields: Any) -> dict[str, Any]:
         record = {"time": time.time(), "event": event, **fields}
