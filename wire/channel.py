@@ -10,10 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import zmq
+
+if TYPE_CHECKING:
+    import torch
 
 from wire.protocol import Header, Message, ProtocolError, decode, encode
 

@@ -28,13 +28,15 @@ import enum
 import math
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgpack
 import numpy as np
-import torch
 
 from wire.ids import StepId
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: control messages need none
+    import torch
 
 MAGIC = b"CD"
 VERSION = 1
@@ -386,14 +388,7 @@ HEADERS: dict[Kind, type[Header]] = {
     )
 }
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float64": torch.float64,
-    "float16": torch.float16,
-    "int64": torch.int64,
-    "int32": torch.int32,
-}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+DTYPE_SIZES = {"float32": 4, "float64": 8, "float16": 2, "int64": 8, "int32": 4}  # may travel
 MAX_TENSOR_BYTES = 256 * 2**20
 
 
@@ -430,9 +425,10 @@ def encode(header: Header, tensors: typing.Sequence[torch.Tensor] = ()) -> list[
     buffers = []
     for tensor in tensors:
         array = tensor.detach().to("cpu").contiguous()
-        if array.dtype not in DTYPE_NAMES:
+        name = str(array.dtype).removeprefix("torch.")
+        if name not in DTYPE_SIZES:
             raise ProtocolError(f"dtype {array.dtype} cannot travel")
-        described.append([DTYPE_NAMES[array.dtype], list(array.shape)])
+        described.append([name, list(array.shape)])
         flat: Any = array.reshape(-1).numpy()  # numpy arrays export the buffer protocol
         buffers.append(memoryview(flat).cast("B"))
     body["tensors"] = described
@@ -489,7 +485,7 @@ def _tensor(description: Any, frame: Any, check_finite: bool) -> torch.Tensor:
     if not (isinstance(description, list) and len(description) == 2):
         raise ProtocolError("tensor description must be [dtype, shape]")
     dtype_name, shape = description
-    if not isinstance(dtype_name, str) or dtype_name not in DTYPES:
+    if not isinstance(dtype_name, str) or dtype_name not in DTYPE_SIZES:
         raise ProtocolError(f"unsupported dtype {dtype_name!r}")
     if not (
         isinstance(shape, list)
@@ -497,9 +493,10 @@ def _tensor(description: Any, frame: Any, check_finite: bool) -> torch.Tensor:
         and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     ):
         raise ProtocolError(f"bad tensor shape {shape!r}")
-    dtype = DTYPES[dtype_name]
+    import torch
+
     buffer = memoryview(frame.buffer if hasattr(frame, "buffer") else frame).cast("B")
-    expected = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    expected = math.prod(shape) * DTYPE_SIZES[dtype_name]
     if expected > MAX_TENSOR_BYTES or buffer.nbytes != expected:
         raise ProtocolError(
             f"tensor buffer has {buffer.nbytes} bytes, shape {shape} of {dtype_name} needs "
@@ -513,9 +510,13 @@ def _tensor(description: Any, frame: Any, check_finite: bool) -> torch.Tensor:
 
 
 def expect_shape(
-    message: Message, shape: tuple[int | None, ...], dtype: torch.dtype = torch.float32
+    message: Message, shape: tuple[int | None, ...], dtype: torch.dtype | None = None
 ) -> torch.Tensor:
-    """The message's single tensor if it has ``dtype`` and ``shape`` (None: any size)."""
+    """The message's single tensor if it has ``dtype`` (default float32) and ``shape`` (None:
+    any size)."""
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
     (tensor,) = message.tensors
     if tensor.dtype != dtype:
         raise ProtocolError(f"{message.kind.name} tensor is {tensor.dtype}, expected {dtype}")
