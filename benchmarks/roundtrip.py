@@ -247,7 +247,7 @@ class Client:
             self.trip = self._frames
         else:
             endpoints = {"cerebellum": endpoint, "olive": f"ipc://{tmp / 'no-olive'}.sock"}
-            self.stub = AreaStub(spec, endpoints, context, tmp / "bench")
+            self.stub = AreaStub(spec, endpoints, context, tmp / "shell")  # the shell's run name
             self.link = make_link(ZmqLink, self.stub)
             self.trip = self._link
 
