@@ -1,4 +1,4 @@
-"""Chains of feed-forward cortical areas on MNIST (spatial DNI; DESIGN §3), socket-free.
+"""Chains of feed-forward cortical areas on MNIST (spatial DNI), socket-free.
 
 A network 784 → W → … → W → 10 (Linear + BatchNorm1d + ReLU per block, a Linear readout and
 the cross-entropy loss at the end) is split over K areas: area 0 holds the block 784 → W,
@@ -12,14 +12,13 @@ C(h_k); ``forward{k}``: ĥ_k = C(x) from the image x every area can read).
 that requires grad for non-first areas), ``backward(grad_h)`` (non-last areas) and
 ``loss_backward(labels)`` (the last) back-propagate, clip, step the area's own Adam and
 return ∂L/∂input; ``discard()`` drops the graph without learning (no feedback arrived).
-:func:`train_chain_inprocess` trains the same network with true backprop in one graph: the
-numerical reference of the locked chain.
+How an area exchanges activities, feedback, efferences and targets is its role's
+(:mod:`areas.chain_core`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -37,10 +36,6 @@ from ccdni.tasks.mnist_data import MnistSplits, load_mnist
 
 INPUT_SIZE = CHAIN_INPUT_SIZE  # 784: a flattened MNIST image
 N_CLASSES = 10
-
-
-def area_names(n_areas: int) -> list[str]:
-    return [f"area{k}" for k in range(n_areas)]
 
 
 def boundary_name(k: int) -> str:
@@ -106,12 +101,6 @@ def chain_data(spec: RunSpec) -> MnistSplits:
     return load_mnist(spec.resolved_data_dir).subset(spec.train_subset, spec.val_subset)
 
 
-@dataclass
-class StepTiming:
-    compute_seconds: float = 0.0
-    steps: int = 0
-
-
 class ChainArea:
     """One area of the chain: its block, optimiser, and the last forward's graph."""
 
@@ -142,7 +131,8 @@ class ChainArea:
 
     def _finish(self) -> torch.Tensor | None:
         assert self._input is not None
-        grad_input = None if self.first else self._input.grad.detach().clone()
+        grad = self._input.grad  # ∂L/∂x: set by the backward that came first (not area 0)
+        grad_input = None if self.first or grad is None else grad.detach().clone()
         clip_and_step(self.block.parameters(), self.optimiser, self.spec.grad_clip)
         self._input = self._output = None
         return grad_input
@@ -182,47 +172,5 @@ class ChainArea:
         return {"block": self.block.state_dict(), "optimiser": self.optimiser.state_dict()}
 
 
-def step_blocks(spec: RunSpec, blocks: list[nn.Module], optimisers: list) -> None:
-    """After one backward through every block: clip each block's gradient on its own and step
-    its own Adam, exactly as each area process does (``ChainArea._finish``)."""
-    for block, optimiser in zip(blocks, optimisers):
-        clip_and_step(block.parameters(), optimiser, spec.grad_clip)
-
-
 def flat_images(images: torch.Tensor) -> torch.Tensor:
     return images.reshape(images.shape[0], -1)
-
-
-def train_chain_inprocess(
-    spec: RunSpec, data: MnistSplits | None = None, steps: int | None = None
-) -> dict:
-    """True backprop across all blocks in one graph (the locked chain's reference).
-
-    Each block keeps its own Adam and its own gradient clip, exactly as the areas do.
-    Returns ``{"blocks": [state dicts], "losses": [...], "val_accuracy": float}``.
-    """
-    data = data or chain_data(spec)
-    blocks = [make_block(spec, k) for k in range(spec.chain_areas)]
-    optimisers = [make_adam(b.parameters(), spec.lr, spec) for b in blocks]
-    n_batches = batches_per_epoch(spec, data.train_images.shape[0])
-    total = steps if steps is not None else spec.epochs * n_batches
-    images = flat_images(data.train_images)
-    losses = []
-    order = batch_order(spec, data.train_images.shape[0])
-    for _ in range(total):
-        idx = next(order)
-        out = images[idx]
-        for block in blocks:
-            block.train()
-            out = block(out)
-        loss = F.cross_entropy(out, data.train_labels[idx])
-        loss.backward()
-        step_blocks(spec, blocks, optimisers)  # each its own clip and Adam, as the areas
-        losses.append(float(loss.detach()))
-    with torch.no_grad():
-        out = flat_images(data.val_images)
-        for block in blocks:
-            block.eval()
-            out = block(out)
-        accuracy = float((out.argmax(1) == data.val_labels).float().mean())
-    return {"blocks": [b.state_dict() for b in blocks], "losses": losses, "val_accuracy": accuracy}

@@ -1,4 +1,4 @@
-"""Chains of stacked LSTM areas on seqMNIST (spatial DNI between layers; DESIGN §3, §6), socket-free.
+"""Chains of stacked LSTM areas on seqMNIST (spatial DNI between layers), socket-free.
 
 A stacked LSTM reads an MNIST image row by row (28 steps of 28 pixels, as in seqMNIST) and
 classifies the digit from its last hidden state. Its layers are split over K areas: area 0 holds
@@ -20,29 +20,17 @@ The boundary speaks in rows, so that the process shell's 2-D messages (N, W) fit
 - the last area outputs the logits ``(B, 10)``.
 
 :class:`LstmChainArea` is a drop-in replacement for :class:`areas.chain.ChainArea` (same
-constructor, attributes and methods). :func:`train_lstm_chain_inprocess` trains the same stack
-with true backprop in one graph: the numerical reference of the locked chain of LSTM areas.
+constructor, attributes and methods).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from areas.chain import (
-    N_CLASSES,
-    ChainArea,
-    batch_order,
-    batches_per_epoch,
-    chain_data,
-    flat_images,
-    step_blocks,
-)
-from ccdni.base.optim import make_adam
+from areas.chain import N_CLASSES, ChainArea
 from ccdni.base.seeding import derived_seed
 from ccdni.base.spec import RunSpec
-from ccdni.tasks.mnist_data import MnistSplits
 from ccdni.tasks.seqmnist import INPUT_SIZE as ROW_SIZE  # 28 pixels per row, as in the paper
 from ccdni.tasks.seqmnist import N_STEPS  # 28 steps, one image row each, as in the paper
 
@@ -156,63 +144,3 @@ class LstmChainArea(ChainArea):
         out = self.block(self._sequences(x.to(self.device)))
         self.block.train()
         return self._boundary(out)
-
-
-def _stack(blocks: list[LstmChainBlock], images: torch.Tensor) -> torch.Tensor:
-    """Flattened images (B, 784) through every layer → logits (B, 10), in one graph."""
-    out = images.reshape(-1, N_STEPS, ROW_SIZE)  # (B, 28, 28)
-    for block in blocks:
-        out = block(out)  # (B, 28, W) …, then (B, 10)
-    return out
-
-
-def train_lstm_chain_inprocess(
-    spec: RunSpec, data: MnistSplits | None = None, steps: int | None = None
-) -> dict:
-    """True backprop through all stacked LSTM layers in one graph (the locked chain's reference).
-
-    Each layer keeps its own Adam and its own gradient clip, exactly as the areas do, and the
-    batches come in the chain's order (:func:`areas.chain.batch_order`). Validation runs in
-    chunks of ``batch_size``, as the chain's validation pass does. Returns
-    ``{"blocks": [state dicts], "losses": [...], "val_accuracy": float}``.
-    """
-    data = data or chain_data(spec)
-    device = torch.device(spec.device)
-    blocks = [make_lstm_block(spec, k).to(device) for k in range(spec.chain_areas)]
-    optimisers = [make_adam(b.parameters(), spec.lr, spec) for b in blocks]
-    n_batches = batches_per_epoch(spec, data.train_images.shape[0])
-    total = steps if steps is not None else spec.epochs * n_batches
-    images = flat_images(data.train_images)  # (n, 784)
-    losses = []
-    order = batch_order(spec, data.train_images.shape[0])
-    for block in blocks:
-        block.train()
-    for _ in range(total):
-        idx = next(order)
-        logits = _stack(blocks, images[idx].to(device))  # (B, 10)
-        loss = F.cross_entropy(logits, data.train_labels[idx].to(device))
-        loss.backward()
-        step_blocks(spec, blocks, optimisers)  # each its own clip and Adam, as the areas
-        losses.append(float(loss.detach()))
-    return {
-        "blocks": [b.state_dict() for b in blocks],
-        "losses": losses,
-        "val_accuracy": lstm_chain_accuracy(blocks, data, spec.batch_size),
-    }
-
-
-@torch.no_grad()
-def lstm_chain_accuracy(blocks: list[LstmChainBlock], data: MnistSplits, chunk: int) -> float:
-    """Validation accuracy of the stack, evaluated in chunks of ``chunk`` examples."""
-    device = next(blocks[0].parameters()).device
-    for block in blocks:
-        block.eval()
-    images = flat_images(data.val_images)  # (n, 784)
-    correct = 0
-    for start in range(0, images.shape[0], chunk):
-        logits = _stack(blocks, images[start : start + chunk].to(device))  # (b, 10)
-        labels = data.val_labels[start : start + chunk].to(device)
-        correct += int((logits.argmax(1) == labels).sum())
-    for block in blocks:
-        block.train()
-    return correct / images.shape[0]

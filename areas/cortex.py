@@ -59,8 +59,9 @@ class CorticalArea(nn.Module):
         self.lstm = nn.LSTM(input_size, hidden, batch_first=True)  # U(±1/√H), as in the paper
         if bias_factor != 1.0:  # b scales the initial input and recurrent weights (paper §A)
             with torch.no_grad():
-                self.lstm.weight_ih_l0.mul_(bias_factor)
-                self.lstm.weight_hh_l0.mul_(bias_factor)
+                for name in ("weight_ih_l0", "weight_hh_l0"):
+                    weight: torch.Tensor = getattr(self.lstm, name)
+                    weight.mul_(bias_factor)
         self.readout = nn.Linear(hidden, output_size)
 
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -247,7 +248,15 @@ class AreaCore:
         self.device = torch.device(spec.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derived_seed(spec.seed, f"{interface}/weights"))
-            area = CorticalArea(task.input_size, spec.hidden, task.output_size, spec.bias_factor)
+            area = task.build_area(spec)  # the task's own network (captions), or the LSTM area
+            if area is None:
+                area = CorticalArea(
+                    task.input_size, spec.hidden, task.output_size, spec.bias_factor
+                )
+        if getattr(area, "stochastic", False):
+            # dropout draws from torch's global generator: seeded from the run, saved with the
+            # checkpoint (torch_rng), so processes and the in-process reference draw alike
+            torch.manual_seed(derived_seed(spec.seed, f"{interface}/dropout"))
         self.area = area.to(self.device)
         self.learner = TruncatedLearner(self.area, task, spec)
         self.data_generator = torch.Generator().manual_seed(
@@ -339,16 +348,18 @@ class AreaCore:
         return metrics
 
     def validate(self) -> dict[str, float]:
-        """Task metrics over the validation batches, averaged by example."""
+        """Task metrics over the validation batches, averaged by the task's evaluation weight
+        (by example, by scored word for captions)."""
         self.area.eval()
         totals: dict[str, float] = {}
         count = 0
         for batch in self.task.validation_batches():
             batch = batch.to(self.device)
             metrics = self.task.evaluate(self.learner.run(batch), batch)
+            weight = self.task.evaluation_weight(batch)  # examples, or words for captions
             for key, value in metrics.items():
-                totals[key] = totals.get(key, 0.0) + value * batch.size
-            count += batch.size
+                totals[key] = totals.get(key, 0.0) + value * weight
+            count += weight
         self.area.train()
         return {key: value / count for key, value in totals.items()}
 

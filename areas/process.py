@@ -74,6 +74,12 @@ class ZmqLink:
     def cerebellum_alive(self) -> bool:
         return "cerebellum" not in self.lesioned
 
+    @property
+    def errors_expected(self) -> int:
+        """Errors the cerebellum must have applied before it answers: under lockstep every
+        one this area caused (a target sent), otherwise 0 (don't wait)."""
+        return self.targets_sent if self.spec.timing == "lockstep" else 0
+
     # -- the CerebellarLink protocol -----------------------------------------------------------------
     def _prediction(self, sender: str | None, message: Message) -> torch.Tensor | None:
         if message.kind != Kind.PREDICTION:
@@ -94,7 +100,7 @@ class ZmqLink:
             self.run_id,
             self.interface,
             efference.ids,
-            errors_expected=self.targets_sent,
+            errors_expected=self.errors_expected,
         )
         if not self.cerebellum.send(header, [efference.state]):
             return None
@@ -238,9 +244,18 @@ class AreaShell(RegionShell):
         self.save_checkpoint({**state, "last_metric": metric or {}}, self.core.epoch)
 
     def restore(self) -> None:
+        """Resume from this area's checkpoint, which must exist and be the one the
+        orchestrator verified (after ``options["resume_epoch"]`` epochs)."""
+        from ccdni.base.checkpoint import CheckpointError
+
         saved = self.load_checkpoint()
-        if saved is not None:
-            state = dict(saved.state)
-            state.pop("last_metric", None)
-            self.core.load_state_dict(state)
-            self.log.info("restored", epoch=self.core.epoch)
+        path = self.run.checkpoint_path(self.name)
+        if saved is None:
+            raise CheckpointError(f"{path}: checkpoint does not exist")
+        expected = self.options.get("resume_epoch")
+        if expected is not None and saved.epoch != expected:
+            raise CheckpointError(f"{path}: after epoch {saved.epoch}, expected {expected}")
+        state = dict(saved.state)
+        state.pop("last_metric", None)
+        self.core.load_state_dict(state)
+        self.log.info("restored", epoch=self.core.epoch)

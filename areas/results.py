@@ -24,6 +24,8 @@ def save_results(area: AreaCore, run: RunDirectory, examples_per_digit: int = 4)
             {"outputs": outputs, "targets": task.targets, "labels": batch.labels.cpu()},
             run.results_path(f"{area.interface}-trajectories.pt"),
         )
+    if hasattr(task, "write_results"):  # captions: test BPW and greedy test captions
+        task.write_results(area, run)
     if hasattr(task, "examples_batch"):
         batch = task.examples_batch(examples_per_digit)
         outputs = area.learner.run(batch.to(area.device)).cpu()  # (E, N, O)

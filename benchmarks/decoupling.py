@@ -97,12 +97,17 @@ def run_chain(
         name: [m for m in run.metrics(name) if "epoch" in m and "train_seconds" in m]
         for name in spec.area_names
     }
+    helpers = {  # the cerebellum's and olive's own timers, per epoch
+        name: [m for m in run.metrics(name) if "epoch" in m and "busy_seconds" in m]
+        for name in ("cerebellum", "olive")
+    }
     placement = plan_placement(spec, list(region_names(spec)))
     return {
         "mode": mode,
         "outcome": outcome,
         "wall": wall,
         "areas": areas,
+        "helpers": helpers,
         "run": run.path,
         "placement": placement,
     }
@@ -138,6 +143,13 @@ def summarise(result: dict[str, Any], target: float) -> dict[str, Any]:
     )
     seconds = sum(spans)
     ideal = sum(step.values()) / max(step.values()) if step and max(step.values()) > 0 else 0.0
+    batches = sum(m["batches"] for m in last[: len(spans)]) or 1
+    helper_step = {  # CPU seconds per batch of the cerebellum and the olive
+        name: sum(m["busy_seconds"] for m in records[: len(spans)]) / batches
+        for name, records in result.get("helpers", {}).items()
+        if records
+    }
+    cores = len(available_cores())
     accuracies = [m.get("val_accuracy", float("nan")) for m in last]
     elapsed, time_to_target = 0.0, None
     elapsed_per_epoch = []  # the chain's training seconds at each epoch's end
@@ -153,8 +165,9 @@ def summarise(result: dict[str, Any], target: float) -> dict[str, Any]:
         "step": step,
         "samples_per_s": samples / seconds if seconds > 0 else 0.0,
         "ideal_ratio": ideal,
-        "cores": len(available_cores()),
-        "ideal_on_cores": min(ideal, len(available_cores())),
+        "cores": cores,
+        "ideal_on_cores": min(ideal, cores),
+        "helper_step": helper_step,
         "val_accuracy": accuracies,
         "elapsed": elapsed_per_epoch,
         "time_to_target": time_to_target,
@@ -166,6 +179,19 @@ def summarise(result: dict[str, Any], target: float) -> dict[str, Any]:
         "placement": result["placement"].describe(),
         "placement_notes": list(result["placement"].notes),
     }
+
+
+def ideal_with_helpers(
+    step: dict[str, float], helper_step: dict[str, float], cores: int
+) -> float | None:
+    """The best unlocked/locked throughput ratio on ``cores`` cores when the cerebellum and
+    olive need their measured CPU per batch too: locked, the areas run one after another
+    (Σ t_k per batch); unlocked, each batch needs max(max_k t_k, (Σ t_k + c + o) / cores)."""
+    if not step or max(step.values()) <= 0:
+        return None
+    total = sum(step.values())
+    unlocked = max(max(step.values()), (total + sum(helper_step.values())) / cores)
+    return total / unlocked
 
 
 def _mean(values: list[float]) -> float:
@@ -193,7 +219,9 @@ def ratios(summaries: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | 
 
 def report(args: argparse.Namespace, summaries: dict[str, dict[str, Any]]) -> str:
     lines = [
-        f"decoupling benchmark: K={args.areas} areas, width {args.width}, "
+        f"decoupling benchmark: K={args.areas} areas, width {args.width}"
+        + (" (balanced)" if getattr(args, "balanced", None) else "")
+        + ", "
         f"{args.train_subset} training images, {args.epochs} epoch(s), batch {args.batch}, "
         f"max lag {args.max_lag}, ipc://, every area its own process"
     ]
@@ -209,6 +237,11 @@ def report(args: argparse.Namespace, summaries: dict[str, dict[str, Any]]) -> st
                 f"  {name}: busy fraction {s['busy'][name]:.3f}, "
                 f"step seconds {s['step'][name] * 1e3:.2f} ms"
             )
+        for name, seconds in s.get("helper_step", {}).items():
+            lines.append(f"  {name}: {seconds * 1e3:.2f} ms of work per batch (its own timers)")
+        if len(s["step"]) > 1 and min(s["step"].values()) > 0:
+            spread = max(s["step"].values()) / min(s["step"].values())
+            lines.append(f"  step-time imbalance max/min: {spread:.3f} (1: balanced)")
         accuracies = ", ".join(f"{a:.4f}" for a in s["val_accuracy"])
         ttt = "not reached" if s["time_to_target"] is None else f"{s['time_to_target']:.2f} s"
         lines.append(f"  samples/s (end to end): {s['samples_per_s']:.1f}")
@@ -230,8 +263,21 @@ def report(args: argparse.Namespace, summaries: dict[str, dict[str, Any]]) -> st
             f"ideal on this machine's {cores} core(s), min(Σ/max, cores): "
             f"{min(ideal, cores):.3f} (the cerebellum and olive need cores too)"
         )
+        for mode, s in summaries.items():
+            if mode == "locked" or not s.get("helper_step"):
+                continue
+            ideal_here = ideal_with_helpers(summaries["locked"]["step"], s["helper_step"], cores)
+            if ideal_here is not None:
+                lines.append(
+                    f"ideal on {cores} core(s) with the cerebellum and olive sharing them "
+                    f"({mode}: {sum(s['helper_step'].values()) * 1e3:.2f} ms per batch): "
+                    f"{ideal_here:.3f}"
+                )
         for mode, r in ratios(summaries).items():
             thr = "n/a" if r["throughput"] is None else f"{r['throughput']:.3f}"
+            if mode == "backward-unlocked" and args.areas == 2 and r["throughput"] is not None:
+                verdict = "met" if r["throughput"] >= 1.8 else "not met"
+                lines.append(f"TARGET K=2 backward-unlocked/locked ≥ 1.8: {thr} ({verdict})")
             ttt = (
                 "n/a (target not reached)"
                 if r["time_to_target"] is None
@@ -314,11 +360,79 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--runs-dir", default="", help="keep the runs here (default: temporary)")
     parser.add_argument("--json", default="", help="also write every number to this JSON file")
+    parser.add_argument(
+        "--balance",
+        action="store_true",
+        help="choose --width so that area 0 and area 1 take equal step times here (measured)",
+    )
     return parser.parse_args(argv)
+
+
+def block_step_seconds(spec: Any, k: int, repeats: int = 15) -> float:
+    """Median seconds of one training step (forward, backward, Adam step) of area ``k``'s block
+    alone, in this process with one thread, on random data of the spec's sizes."""
+    import statistics
+
+    import torch
+
+    from areas.chain import INPUT_SIZE, ChainArea
+
+    torch.set_num_threads(1)
+    area = ChainArea(spec, k)
+    generator = torch.Generator().manual_seed(0)
+    width = INPUT_SIZE if k == 0 else spec.chain_width
+    x = torch.randn(spec.batch_size, width, generator=generator)
+    labels = torch.randint(0, 10, (spec.batch_size,), generator=generator)
+    grad = torch.randn(spec.batch_size, spec.chain_width, generator=generator) * 1e-3
+
+    def step() -> None:
+        area.forward(x)
+        if area.last:
+            area.loss_backward(labels)
+        else:
+            area.backward(grad)
+
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def balanced_width(args: argparse.Namespace) -> tuple[int, float, float]:
+    """The chain width (a multiple of 16) at which area 0 (784 → W) and area 1 (W → W, with the
+    readout when it is the last) take the same step time here: (width, t0, t1). Area 1's
+    step grows as W², area 0's as W, so the ratio t1/t0 is bisected."""
+
+    def times(width: int) -> tuple[float, float]:
+        spec = bench_spec(argparse.Namespace(**{**vars(args), "width": width}), "locked")
+        return block_step_seconds(spec, 0), block_step_seconds(spec, 1)
+
+    low, high = 8, 160  # in units of 16: widths 128 … 2560
+    while high - low > 1:
+        middle = (low + high) // 2
+        t0, t1 = times(16 * middle)
+        if t1 > t0:
+            high = middle
+        else:
+            low = middle
+    candidates = [(16 * w, *times(16 * w)) for w in (low, high)]
+    return min(candidates, key=lambda c: abs(c[2] / c[1] - 1.0))
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Run the requested modes one after the other; their summaries by mode."""
+    if getattr(args, "balance", False):
+        args.width, t0, t1 = balanced_width(args)
+        args.balanced = {"width": args.width, "area0_step": t0, "area1_step": t1}
+        print(
+            f"balanced areas: width {args.width} (block step times here, one thread: area0 "
+            f"{t0 * 1e3:.2f} ms, area1 {t1 * 1e3:.2f} ms)",
+            flush=True,
+        )
     modes = args.mode or (CHAIN_MODES if args.block == "ff" else ("locked", "backward-unlocked"))
     probes = [bench_spec(args, mode) for mode in modes]  # every mode checked before any run
     probe = max(probes, key=lambda spec: len(region_names(spec)))

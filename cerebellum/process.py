@@ -2,24 +2,34 @@
 
 One ROUTER socket serves everything: efference copies arrive from areas (answered with a
 PREDICTION to the area and a copy to the olive), climbing-fibre errors and hello heartbeats
-arrive from the olive. Under ``lockstep`` an efference (or a ``barrier`` request) is answered
-only once every error the area has caused so far has been applied, so the run is
-deterministic. With the olive lesioned no error comes any more: the cerebellum keeps answering
-with frozen weights.
+arrive from the olive. Every efference (and ``barrier`` request) says how many errors of its
+interface must have been applied before the answer (``errors_expected``; 0: don't wait); the
+request waits until that many have arrived. With the olive lesioned no error comes any more:
+the cerebellum answers at once, with frozen weights.
 
-A chain's areas use the same deferral with a window (``errors_expected`` = efferences sent on
-the interface − ``chain_max_lag``). Its count cannot survive an olive lesion (errors in flight
-are lost), so for a chain a revived olive starts a new count: ``errors_applied`` restarts at
-zero (the areas restart theirs on the same notice) and requests deferred under the old count
-are answered at once.
+Messages are handled in bursts. Errors are queued; then every waiting request that can be
+answered is — predictions before learning. Under ``lockstep`` a request applies exactly the
+errors it expects, oldest first, and later ones stay queued until a request needs them, so no
+answer depends on when an error arrived. Otherwise the errors left in the queue are applied
+after the answers, one at a time, and an efference that arrives meanwhile is answered before
+the next one (at least one error is applied per burst, so learning always progresses). An
+area that restarts its count after a revival says so (``restart_count``): the interface's
+count starts again and its waiting requests are answered.
+
+An epoch's record and checkpoint are taken when the next epoch's first efference arrives, as
+its state was then, but written after that burst's answers: the area never waits for the
+cerebellum's disk. Control messages are read when the poll says they are waiting, and the
+parent check and heartbeat run after every burst and at least every ``POLL_INTERVAL``.
 """
 
 from __future__ import annotations
 
+import time
+
 import torch
 import zmq
 
-from ccdni.base.region import POLL_INTERVAL, RegionShell
+from ccdni.base.region import POLL_INTERVAL, RegionShell, StopRequested
 from cerebellum.synthesiser import CerebellumCore
 from wire.protocol import (
     Command,
@@ -34,10 +44,19 @@ from wire.protocol import (
 )
 
 OLIVE = "olive"
+BURST = 100  # messages handled before control is looked at again
 
 
 class CerebellumShell(RegionShell):
     role = "cerebellum"
+    # Class-level defaults, so that a shell built without serve() (the tests' socket-free
+    # shells) has them too. Seconds of work since the last epoch record:
+    predict_seconds = 0.0
+    learn_seconds = 0.0
+    busy_seconds = 0.0
+    closing: tuple[int, int] | None = None  # (ended epoch, predictions then): not written yet
+    sizes: dict[str, tuple[int, int]] | None = None  # interface → (input, output) size
+    saving: int | None = None  # the epoch :meth:`checkpoint` is writing, when not the current
 
     def serve(self) -> None:
         self.core = CerebellumCore(self.spec, list(self.spec.interfaces))
@@ -46,6 +65,7 @@ class CerebellumShell(RegionShell):
         self.router = self.bind(zmq.ROUTER, self.endpoints["cerebellum"])
         self.olive_known = False
         self.olive_lesioned = "olive" in self.options.get("lesioned", ())
+        self.exact = self.spec.timing == "lockstep"  # apply exactly the errors expected
         self.deferred: list[tuple[str | None, Message, torch.Tensor | None]] = []
         self.predictions = 0
         self.epoch = -1
@@ -54,17 +74,63 @@ class CerebellumShell(RegionShell):
         poller = zmq.Poller()
         poller.register(self.control.sock, zmq.POLLIN)
         poller.register(self.router.sock, zmq.POLLIN)
+        router, control_link = self.router.sock, self.control.sock
+        timeout = int(POLL_INTERVAL * 1000)
         self.heartbeat(force=True)
         while True:
-            events = dict(poller.poll(int(POLL_INTERVAL * 1000)))
-            if self.router.sock in events:
-                for _ in range(100):  # bounded burst, then look at control again
-                    received = self.router.receive_ready()
-                    if received is not None:
-                        self.handle(*received)
-                    if not self.router.sock.poll(0, zmq.POLLIN):
-                        break
-            self.tick()
+            events = dict(poller.poll(timeout))
+            if router in events:
+                started = time.perf_counter()
+                self.serve_burst()
+                self.busy_seconds += time.perf_counter() - started
+            self.between_bursts(control_link in events)
+
+    def between_bursts(self, control_waiting: bool) -> None:
+        """Heartbeat (at most every ``heartbeat_interval``), control messages if the poll saw
+        any, the parent check, and ``stop``."""
+        self.heartbeat()
+        if control_waiting:
+            self.drain_control()
+        self.check_parent()
+        if self.stopping:
+            raise StopRequested()
+
+    def serve_burst(self) -> None:
+        """Handle up to BURST waiting messages, then :meth:`end_burst`."""
+        router = self.router
+        for _ in range(BURST):
+            received = router.receive_ready()
+            if received is not None:
+                self.handle(*received)
+            if not router.waiting():
+                break
+        self.end_burst()
+
+    def end_burst(self) -> None:
+        """Answer what can be answered, write an epoch that ended, then (outside lockstep)
+        apply the errors still queued: predictions before bookkeeping and learning."""
+        self.answer_deferred()
+        self.close_epoch()
+        if not self.exact:
+            self.learn_queued()
+
+    def learn_queued(self) -> None:
+        """Apply the queued errors, oldest first per interface; stop early (after at least
+        one) when an efference is waiting, which the next burst answers first."""
+        router = getattr(self.router, "waiting", None)
+        core = self.core
+        first = True
+        while True:
+            pending = [name for name, queue in core.queued.items() if queue]
+            if not pending:
+                return
+            if not first and router is not None and router():
+                return
+            first = False
+            started = time.perf_counter()
+            for name in pending:  # one error of each interface, in StepId order
+                core.settle(name, core.errors_counted(name) + 1)
+            self.learn_seconds += time.perf_counter() - started
 
     def announce_ready(self) -> None:
         if self.state not in (RegionState.READY, RegionState.SERVING):
@@ -72,6 +138,7 @@ class CerebellumShell(RegionShell):
             self.report(Command.READY)
 
     def handle(self, sender: str | None, message: Message) -> None:
+        """Queue a request or an error (answered and applied by :meth:`end_burst`)."""
         kind = message.kind
         if kind == Kind.HEARTBEAT and sender == OLIVE:
             if not self.olive_known:
@@ -79,69 +146,89 @@ class CerebellumShell(RegionShell):
                 self.olive_lesioned = False
                 self.announce_ready()
             return
-        if kind == Kind.CONTROL and message.header.command == Command.BARRIER:
-            if message.header.args.interface not in self.core.synthesisers:
-                self.router.reject(f"barrier for unknown {message.header.args.interface!r}", sender)
-                return
-            self.deferred.append((sender, message, None))
-            self.answer_deferred()
+        if kind == Kind.CONTROL:
+            self.on_request(sender, message)
             return
         header = message.header
-        if kind not in (Kind.EFFERENCE, Kind.CLIMBING):
+        if kind is not Kind.EFFERENCE and kind is not Kind.CLIMBING:
             self.router.reject(f"unexpected {kind.name}", sender)
             return
-        if header.interface not in self.core.synthesisers:
+        sizes = self.sizes
+        if sizes is None:
+            sizes = self.sizes = dict(self.spec.interface_io)
+        io = sizes.get(header.interface)
+        if io is None or header.interface not in self.core.synthesisers:
             self.router.reject(f"unknown interface {header.interface!r}", sender)
             return
         try:  # an efference has the synthesiser's input size, an error its output size
-            input_size, output_size = self.spec.interface_io[header.interface]
-            size = input_size if kind == Kind.EFFERENCE else output_size
-            tensor = expect_shape(message, (None, size))
+            tensor = expect_shape(message, (None, io[0] if kind is Kind.EFFERENCE else io[1]))
         except ProtocolError as exc:
             self.router.reject(str(exc), sender)
             return
-        if kind == Kind.EFFERENCE:
+        if kind is Kind.EFFERENCE:
             if header.epoch > self.epoch:
                 self.end_epoch(header.epoch)
             self.state = RegionState.SERVING
             self.deferred.append((sender, message, tensor))
         elif sender != OLIVE:
             self.router.reject("climbing-fibre error from a region that is not the olive", sender)
-            return
         else:
-            self.core.learn(header.interface, header.ids, tensor)
-        self.answer_deferred()
+            self.core.receive_error(header.interface, header.ids, tensor)
 
-    def waiting(self, interface: str, errors_expected: int) -> bool:
-        """Lockstep (or a chain's lag bound): errors this area caused are still on their way."""
-        return (
-            (self.spec.timing == "lockstep" or self.spec.topology == "chain")
-            and not self.olive_lesioned
-            and self.core.errors_applied[interface] < errors_expected
-        )
+    def on_request(self, sender: str | None, message: Message) -> None:
+        """An area's CONTROL: a ``barrier`` (answered like an efference, without a prediction)
+        or ``restart_count``."""
+        command, args = message.header.command, message.header.args
+        if command not in (Command.BARRIER, Command.RESTART_COUNT):
+            self.router.reject(f"unexpected {command.value}", sender)
+        elif args.interface not in self.core.synthesisers:
+            self.router.reject(f"{command.value} for unknown {args.interface!r}", sender)
+        elif command == Command.BARRIER:
+            self.deferred.append((sender, message, None))
+        else:  # requests counted before the restart are answered at once
+            self.answer_deferred(waive=args.interface)
+            self.close_epoch()  # restarting the count applies what is queued: learning
+            self.core.restart_count(args.interface)
+            self.log.info("count_restarted", interface=args.interface, area=sender)
 
-    def answer_deferred(self, waive: bool = False) -> None:
-        """Answer every request whose lockstep condition holds (all, outside lockstep, or
-        with ``waive``)."""
+    def ready(self, interface: str, errors_expected: int) -> bool:
+        """Whether a request can be answered now (having applied the errors it expects)."""
+        if self.closing is not None and errors_expected > self.core.errors_counted(interface):
+            self.close_epoch()  # settle may learn: the ended epoch is written as it was
+        started = time.perf_counter()
+        settled = self.core.settle(interface, errors_expected)
+        self.learn_seconds += time.perf_counter() - started
+        return settled or self.olive_lesioned
+
+    def answer_deferred(self, waive: str | None = None) -> None:
+        """Answer, in arrival order, every request whose errors have been applied (every
+        request of interface ``waive`` regardless). The prediction is encoded once and sent
+        to the area and the olive."""
         still = []
         for sender, message, state in self.deferred:
             header = message.header
-            if state is None:  # a barrier
-                args = header.args
-                if not waive and self.waiting(args.interface, args.errors_expected):
-                    still.append((sender, message, state))
-                else:
-                    self.router.send(control(Command.BARRIER_OK, self.name), to=sender)
-                continue
-            if not waive and self.waiting(header.interface, header.errors_expected):
+            barrier = state is None
+            interface = header.args.interface if barrier else header.interface
+            expected = header.args.errors_expected if barrier else header.errors_expected
+            if interface != waive and not self.ready(interface, expected):
                 still.append((sender, message, state))
-                continue
-            prediction = self.core.predict(header.interface, header.ids, state)
-            reply = step_header(PredictionHeader, header.run, header.interface, header.ids)
-            self.router.send(reply, [prediction], to=sender)
-            if self.olive_known:
-                self.router.send(reply, [prediction], to=OLIVE)
-            self.predictions += 1
+            elif barrier:
+                self.router.send(control(Command.BARRIER_OK, self.name), to=sender)
+            else:
+                started = time.perf_counter()
+                prediction = self.core.predict(interface, header.ids, state)
+                self.predict_seconds += time.perf_counter() - started
+                reply = step_header(PredictionHeader, header.run, interface, header.ids)
+                send_each = getattr(self.router, "send_each", None)
+                if send_each is not None:
+                    send_each(
+                        reply, [prediction], [sender, OLIVE] if self.olive_known else [sender]
+                    )
+                else:  # a stand-in router (tests) without it
+                    self.router.send(reply, [prediction], to=sender)
+                    if self.olive_known:
+                        self.router.send(reply, [prediction], to=OLIVE)
+                self.predictions += 1
         self.deferred = still
 
     def on_control(self, message: Message) -> None:
@@ -151,51 +238,83 @@ class CerebellumShell(RegionShell):
             self.olive_known = False
             self.olive_lesioned = True
             self.log.info("olive_lesion_noticed", epoch=self.epoch)
+            self.announce_ready()  # an olive lost during start-up: ready without it
             self.answer_deferred()
-        elif command == Command.LESION and region == "cerebellum":
-            pass
         elif command == Command.REVIVED and region == "olive":
             self.olive_lesioned = False
-            if self.spec.topology == "chain":  # a new error count (see the module docstring)
-                self.core.errors_applied = dict.fromkeys(self.core.errors_applied, 0)
-                self.answer_deferred(waive=True)
-                self.log.info("olive_revival_noticed", epoch=self.epoch)
+            self.log.info("olive_revival_noticed", epoch=self.epoch)
         elif command in (Command.LESION, Command.REVIVED):
             pass
         else:
             super().on_control(message)
 
     def end_epoch(self, new_epoch: int) -> None:
-        """A new epoch began: report and checkpoint the one that ended."""
+        """A new epoch began: the one that ended is recorded and checkpointed as it is now —
+        by :meth:`close_epoch`, after this burst's answers and before any further learning."""
         if self.epoch >= 0:
-            self.metric(
-                {
-                    "epoch": self.epoch,
-                    "predictions": self.predictions,
-                    "errors_applied": sum(self.core.errors_applied.values()),
-                    "weight_fingerprint": self.core.fingerprint(),
-                    "olive_lesioned": self.olive_lesioned,
-                }
-            )
-            self.checkpoint()
+            self.close_epoch()  # an earlier one still open (two epochs in one burst)
+            self.closing = (self.epoch, self.predictions)
         self.epoch = new_epoch
 
+    def close_epoch(self) -> None:
+        """Report and checkpoint the epoch that ended, if one is waiting to be written."""
+        if self.closing is None:
+            return
+        epoch, predictions = self.closing
+        self.closing = None
+        self.metric(
+            {
+                "epoch": epoch,
+                "predictions": predictions,
+                "errors_applied": sum(self.core.errors_applied.values()),
+                "weight_fingerprint": self.core.fingerprint(),
+                "olive_lesioned": self.olive_lesioned,
+                "busy_seconds": self.busy_seconds,
+                "predict_seconds": self.predict_seconds,
+                "learn_seconds": self.learn_seconds,
+            }
+        )
+        self.busy_seconds = self.predict_seconds = self.learn_seconds = 0.0
+        self.saving = epoch
+        try:
+            self.checkpoint()
+        finally:
+            self.saving = None
+
     def checkpoint(self) -> None:
-        self.save_checkpoint(self.core.state_dict(), self.epoch)
+        epoch = self.epoch if self.saving is None else self.saving
+        self.save_checkpoint(self.core.state_dict(), epoch)
 
     def restore(self) -> None:
         saved = self.load_checkpoint()
+        if saved is None and self.options.get("expect_checkpoint"):
+            from ccdni.base.checkpoint import CheckpointError
+
+            path = self.run.checkpoint_path(self.name)
+            raise CheckpointError(f"{path}: checkpoint does not exist")
         if saved is not None:
             self.core.load_state_dict(saved.state)
             self.log.info("restored", epoch=saved.epoch)
 
     def finish(self) -> None:
-        if hasattr(self, "core"):
-            self.end_epoch(self.epoch + 1)
-            self.metric(
-                {
-                    "predictions_total": self.predictions,
-                    "errors_applied": sum(self.core.errors_applied.values()),
-                    "dropped_errors": self.core.dropped_errors,
-                }
-            )
+        """On the way out: the errors that arrived (still in the socket or queued) are applied,
+        then the last epoch is reported and saved."""
+        if not hasattr(self, "core"):
+            return
+        for _ in range(BURST * 10 if hasattr(self, "router") else 0):
+            if not self.router.sock.poll(0, zmq.POLLIN):
+                break
+            received = self.router.receive_ready()
+            if received is not None and received[1].kind == Kind.CLIMBING:
+                self.handle(*received)
+        self.close_epoch()
+        self.core.apply_errors()
+        self.end_epoch(self.epoch + 1)
+        self.close_epoch()
+        self.metric(
+            {
+                "predictions_total": self.predictions,
+                "errors_applied": sum(self.core.errors_applied.values()),
+                "dropped_errors": self.core.dropped_errors,
+            }
+        )

@@ -10,10 +10,18 @@ a chain's forward synthesiser maps the image x (B, 784) to the predicted activit
 Sparse cerebellum (sCC-DNI): every granule unit receives exactly K of the 2H inputs, chosen at
 random without replacement; the connectivity mask is fixed for the whole run and applied in the
 forward pass, so masked weights get no gradient and stay exactly zero.
+
+Climbing-fibre errors can be applied at once (:meth:`CerebellumCore.learn`) or queued and
+applied lazily (:meth:`CerebellumCore.receive_error`, :meth:`CerebellumCore.settle`): an area
+says with each efference how many errors of its interface must have been applied before the
+answer (``errors_expected``), and :meth:`~CerebellumCore.settle` applies exactly that many,
+oldest first, keeping later ones queued. The answer then depends on that count only, never on
+when the errors happened to arrive.
 """
 
 from __future__ import annotations
 
+from bisect import insort
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -30,7 +38,7 @@ if TYPE_CHECKING:
 
 
 def granule_connectivity(
-    n_granule: int, n_inputs: int, k: int, generator: torch.Generator
+    n_granule: int, n_inputs: int, k: int, generator: torch.Generator | None
 ) -> torch.Tensor:
     """(M, N) mask with exactly ``k`` ones per row (inputs drawn without replacement)."""
     mask = torch.zeros(n_granule, n_inputs)
@@ -41,6 +49,8 @@ def granule_connectivity(
 
 class Synthesiser(nn.Module):
     """C: efference (B, N_in) → prediction (B, N_out); N_in = N_out = 2H for feedback."""
+
+    connectivity: torch.Tensor  # (M, N_in) buffer: the fixed granule connectivity mask
 
     def __init__(
         self,
@@ -102,6 +112,11 @@ class CerebellumCore:
         self.outstanding: dict[str, OrderedDict[StepId, torch.Tensor]] = {}
         self.errors_applied: dict[str, int] = {}
         self.dropped_errors = 0
+        # lazy errors: queued (in StepId order) until a request needs them; errors taken up
+        # (applied or dropped) per interface, and where the count an area speaks of starts
+        self.queued: dict[str, list[tuple[StepId, torch.Tensor]]] = {}
+        self.consumed: dict[str, int] = {}
+        self.count_base: dict[str, int] = {}
         self.learning = spec.cerebellum_learns if learning is None else learning
         for interface in interfaces:
             with torch.random.fork_rng(devices=[]):
@@ -125,6 +140,9 @@ class CerebellumCore:
             )
             self.outstanding[interface] = OrderedDict()
             self.errors_applied[interface] = 0
+            self.queued[interface] = []
+            self.consumed[interface] = 0
+            self.count_base[interface] = 0
 
     @torch.no_grad()
     def predict(self, interface: str, ids: StepId, efference: torch.Tensor) -> torch.Tensor:
@@ -141,6 +159,7 @@ class CerebellumCore:
     def learn(self, interface: str, ids: StepId, climbing_fibre_error: torch.Tensor) -> bool:
         """Back-propagate e = ∂L_C/∂ĝ through C(s) and step; False if ``s`` is unknown."""
         efference = self.outstanding[interface].pop(ids, None)
+        self.consumed[interface] += 1
         if efference is None:
             self.dropped_errors += 1
             return False
@@ -152,6 +171,48 @@ class CerebellumCore:
         prediction.backward(climbing_fibre_error.to(self.device))
         clip_and_step(synthesiser.parameters(), self.optimisers[interface], self.spec.grad_clip)
         return True
+
+    # -- lazy errors --------------------------------------------------------------------------------
+    def receive_error(
+        self, interface: str, ids: StepId, climbing_fibre_error: torch.Tensor
+    ) -> None:
+        """Queue e (B, N_out) for the prediction ``ids``; applied by :meth:`settle` or
+        :meth:`apply_errors`, oldest ``ids`` first."""
+        insort(self.queued[interface], (StepId(*ids), climbing_fibre_error), key=lambda e: e[0])
+
+    def errors_counted(self, interface: str) -> int:
+        """Errors of ``interface`` taken up (applied, or dropped as unknown) since the count
+        (re)started: what an area's ``errors_expected`` is compared with."""
+        return self.consumed[interface] - self.count_base[interface]
+
+    def settle(self, interface: str, errors_expected: int) -> bool:
+        """Apply queued errors, oldest first, until ``errors_expected`` are counted, and no
+        more. False, applying nothing, while fewer have arrived."""
+        queue = self.queued[interface]
+        missing = errors_expected - self.errors_counted(interface)
+        if missing > len(queue):
+            return False
+        for _ in range(max(missing, 0)):
+            ids, error = queue.pop(0)
+            self.learn(interface, ids, error)
+        return True
+
+    def apply_errors(self, interface: str | None = None) -> int:
+        """Apply every queued error (of ``interface``, or of every interface); how many."""
+        applied = 0
+        for name in [interface] if interface is not None else list(self.queued):
+            queue = self.queued[name]
+            while queue:
+                ids, error = queue.pop(0)
+                self.learn(name, ids, error)
+                applied += 1
+        return applied
+
+    def restart_count(self, interface: str) -> None:
+        """Apply what is queued and count ``interface``'s errors from zero again (an area asks
+        for it after a revival: errors in flight then were lost)."""
+        self.apply_errors(interface)
+        self.count_base[interface] = self.consumed[interface]
 
     @torch.no_grad()
     def fingerprint(self) -> float:

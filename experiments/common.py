@@ -1,5 +1,11 @@
-"""What the experiment scripts share: the sweep-running flags, running a command, copying
-the report's figures into docs/."""
+"""What the experiment scripts share: sweep plans and running them with progress, the
+sweep-running flags, running a command, copying the report's figures into docs/.
+
+An experiment describes its measurements as :class:`SweepPlan` s (a folder name, the base
+spec and the grid) for a named budget; :func:`run_plans` runs them through
+:class:`orchestrator.sweep.Sweep` (one ``launch.py run`` process per point, finished points
+skipped), so ``python -m experiments.claims`` reuses exactly the runs an experiment made.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,198 @@ import argparse
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterable
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """One sweep of an experiment: ``ROOT/name`` holds its runs."""
+
+    name: str
+    base: dict[str, Any]  # spec fields shared by every point
+    grid: dict[str, list[Any]] | list[dict[str, list[Any]]]  # axes (see orchestrator.sweep)
+    about: str = ""
+
+    def points(self) -> int:
+        grids = self.grid if isinstance(self.grid, list) else [self.grid]
+        total = 0
+        for grid in grids:
+            count = 1
+            for values in grid.values():
+                count *= len(values)
+            total += count
+        return total
+
+
+@dataclass
+class Placement:
+    """Where the runs of a plan go (see ``launch.py sweep --help``)."""
+
+    slots: int = 1
+    device: str = "cpu"
+    runs_per_gpu: int = 2
+    extra: dict[str, Any] = field(default_factory=dict)  # more spec fields for every run
+
+
+def add_placement_flags(parser: argparse.ArgumentParser) -> None:
+    """``--slots``, ``--device``, ``--runs-per-gpu``, ``--report-only``."""
+    parser.add_argument(
+        "--slots", type=int, default=1, help="concurrent runs on the CPU (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="'cpu', or 'cuda' to place runs on every GPU"
+    )
+    parser.add_argument(
+        "--runs-per-gpu", type=int, default=2, help="concurrent runs per GPU (default: 2)"
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="run nothing; report what is on disk"
+    )
+
+
+def placement_of(args: argparse.Namespace) -> Placement:
+    return Placement(args.slots, args.device, args.runs_per_gpu)
+
+
+def run_plans(
+    plans: Sequence[SweepPlan],
+    root: str | Path,
+    where: Placement | None = None,
+    echo: bool = True,
+    inline: bool = False,
+) -> dict[str, list[Any]]:
+    """Run every plan's sweep under ``root`` (skipping finished points); returns, per plan
+    name, its :class:`orchestrator.sweep.Point` s. Progress goes to stdout when ``echo``.
+
+    ``inline``: run the points one after the other inside this process instead of one
+    ``launch.py run`` process each (for CI-sized budgets of in-process runs, where a
+    process's start-up would cost more than its run); the sweep folder is the same.
+    """
+    from orchestrator.sweep import Sweep
+
+    where = where or Placement()
+    out: dict[str, list[Any]] = {}
+    for plan in plans:
+        base = {**plan.base, **where.extra}
+        sweep = Sweep(
+            Path(root) / plan.name,
+            base,
+            plan.grid,
+            where.slots,
+            device=where.device,
+            runs_per_gpu=where.runs_per_gpu,
+        )
+        progress = _Progress(plan.name) if echo else None
+        out[plan.name] = _run_inline(sweep, progress) if inline else sweep.run(progress=progress)
+    return out
+
+
+def _run_inline(sweep: Any, progress: Any) -> list[Any]:
+    """Sweep.run's bookkeeping (skip finished points, results.csv), runs in this process."""
+    import torch
+
+    from orchestrator.runner import execute_run
+    from orchestrator.sweep import row, write_results
+
+    torch.set_num_threads(1)
+    sweep.record_grid()
+    queue = sweep.pending()
+    write_results(sweep.results_path, sweep.points, sweep.rows)
+    for point in queue:
+        started = time.monotonic()
+        if point.run_dir.exists():  # an earlier attempt that did not complete: kept aside
+            target = sweep.previous_dir("attempts")
+            shutil.move(str(point.run_dir), str(target / point.name))
+        try:
+            outcome = execute_run(point.spec, console=False)
+            point.summary = outcome.summary
+            ok = outcome.summary.get("status") == "completed"
+            point.status = "completed" if ok else "failed"
+        except Exception as exc:  # one point fails alone, as in a sweep
+            point.status, point.error = "failed", f"{type(exc).__name__}: {exc}"
+        point.wall = time.monotonic() - started
+        sweep.rows[point.name] = row(point)
+        write_results(sweep.results_path, sweep.points, sweep.rows)
+        if progress is not None:
+            progress(sweep.points)
+    if progress is not None:
+        progress(sweep.points)
+    return sweep.points
+
+
+class _Progress:
+    """One line per finished point: done / total, failures, ETA from the runs done here."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.started = time.monotonic()
+        self.reported: set[str] = set()
+        self.ran = 0
+
+    def __call__(self, points: list[Any]) -> None:
+        done = [p for p in points if p.status in ("completed", "skipped", "failed", "invalid")]
+        new = [p for p in done if p.name not in self.reported]
+        if not new:
+            return
+        for point in new:
+            self.reported.add(point.name)
+            if point.status in ("completed", "failed"):
+                self.ran += 1
+            if point.status in ("failed", "invalid"):
+                print(f"  {self.name}: {point.name} {point.status}: {point.error}", flush=True)
+        left = len(points) - len(done)
+        elapsed = time.monotonic() - self.started
+        eta = f", ETA {elapsed / self.ran * left / 60:.1f} min" if self.ran and left else ""
+        print(
+            f"  {self.name}: {len(done)}/{len(points)} points done "
+            f"({self.ran} run here in {elapsed / 60:.1f} min{eta})",
+            flush=True,
+        )
+
+
+def plan_command(plan: SweepPlan, root: str | Path, slots: int = 1) -> str:
+    """An equivalent ``launch.py sweep`` command line (for a single grid), for the docs."""
+    grids = plan.grid if isinstance(plan.grid, list) else [plan.grid]
+    words = ["python", "launch.py", "sweep", "--sweep-dir", str(Path(root) / plan.name)]
+    for key, value in plan.base.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif value is False:
+            words.append("--no-" + key.replace("_", "-"))
+        else:
+            words += [flag, str(value)]
+    if len(grids) == 1:
+        for axis, values in grids[0].items():
+            if axis == "seed":
+                words += ["--seeds", _range_text(values)]
+            else:
+                words += ["--vary", f"{axis}={','.join(_value_text(v) for v in values)}"]
+    words += ["--slots", str(slots)]
+    return shlex.join(words)
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ":".join(str(v) for v in value)
+    return str(value)
+
+
+def _range_text(values: Sequence[int]) -> str:
+    values = list(values)
+    if values and values == list(range(values[0], values[-1] + 1)) and len(values) > 1:
+        return f"{values[0]}-{values[-1]}"
+    return ",".join(str(v) for v in values)
+
+
+# --- the older command-line helpers (experiments that build launch.py commands) -----------------
 
 
 def add_sweep_flags(parser: argparse.ArgumentParser, prefix: str) -> None:
@@ -40,6 +234,10 @@ def run(command: list[str]) -> int:
     return subprocess.call(command, cwd=ROOT)
 
 
+def python() -> str:
+    return sys.executable
+
+
 def copy_figures(sweep_dir: Path, target: str | Path, names: Iterable[str], prefix: str) -> None:
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)
@@ -48,3 +246,38 @@ def copy_figures(sweep_dir: Path, target: str | Path, names: Iterable[str], pref
         if path.exists():
             shutil.copy(path, target / f"{prefix}{name}")
             print(f"copied {target / (prefix + name)}")
+
+
+def publish_report(
+    markdown: Path, doc: Path, command: str, figures_dir: Path, prefix: str, heading: str
+) -> list[Path]:
+    """Put a sweep's ``report.md`` into the generated block of ``doc`` written by
+    ``command``: its title becomes ``heading``, its figures are copied into ``figures_dir``
+    as ``PREFIX + name`` and the links follow. Returns the files written."""
+    import os
+    import re
+
+    from ccdni.reporting.tables import replace_generated
+
+    text = Path(markdown).read_text()
+    lines = text.splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    body = "\n".join(lines).strip()
+    body = body.replace("\n## ", "\n#### ")
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def relink(match: re.Match) -> str:
+        name = match.group(2)
+        source = Path(markdown).parent / "figures" / name
+        target = figures_dir / f"{prefix}{name}"
+        if source.exists():
+            shutil.copy(source, target)
+            written.append(target)
+        rel = Path(os.path.relpath(target, doc.parent)).as_posix()
+        return f"![{match.group(1)}]({rel})"
+
+    body = re.sub(r"!\[([^\]]*)\]\(figures/([^)]+)\)", relink, body)
+    replace_generated(doc, command, f"### {heading}\n\n{body}")
+    return [*written, doc]

@@ -1,75 +1,122 @@
-"""Correlations and the sparse cerebellum on target reaching (paper Fig. 2e,f, S6).
+"""Correlations and the sparse cerebellum (paper Fig. 2e,f, 3d, S6, S7).
 
 The bias factor b scales the initial LSTM input and recurrent weights and so sets how
-correlated the hidden activity h is. For each b, seed and model (LSTM, dense CC-DNI, sparse
-sCC-DNI with K = 4) this runs target reaching with correlations recorded
-(``record_epochs``): r_h and r_pop_h over h of the validation batch, r_g and r_pop_g over the
-synthetic feedback ĝ. The report then shows the final error against r_h at the first epoch
-(Fig. 2e), r_g over the first 100 epochs (Fig. 2f; r_pop: S6), and the gain of the sparse
-cerebellum over the dense one, paired by seed and b, against r_h. Re-running skips every run
-that already completed.
+correlated the hidden activity h is. For each b, seed and model (LSTM, zero-DNI, dense CC-DNI,
+sparse sCC-DNI with K = 4) this runs the task with correlations recorded
+(``record_epochs``): r_h and r_pop_h over h of the validation batch, r_ĝ and r_pop_ĝ over the
+synthetic feedback ĝ. The report (``launch.py report SWEEP``) shows the final error against
+r_h at the first epoch (Fig. 2e / 3d top), r_ĝ over the epochs (Fig. 2f / 3d bottom; r_pop:
+S6), and the gain of the sparse cerebellum over the dense one, paired by seed and b, against
+r_h. Re-running skips every run that already completed.
 
-    python -m experiments.correlation                      # 5 b × 3 models × 5 seeds, ~7 min
-    python -m experiments.correlation --seeds 0-9 --slots 8
+    python -m experiments.correlation                      # target reaching, full budget
+    python -m experiments.correlation --budget seqmnist    # seqMNIST (Fig. 3d), small
     python -m experiments.correlation --report-only --copy-figures docs/figures
 
-Defaults: target reaching as in the paper (H = 10, T = 2, M = 80, 300 epochs), in-process,
-b ∈ {0.01, 0.1, 0.5, 1, 2}, seeds 0-4, correlations at every epoch of the first 100 and every
-50th after.
+Budgets:
+
+- ``full``: target reaching as in the paper (H = 10, T = 2, M = 80, 300 epochs), in-process,
+  b ∈ {0.01, 0.1, 0.5, 1, 2}, 10 seeds, correlations at every epoch of the first 100 and
+  every 50th after;
+- ``seqmnist``: seqMNIST, T = 5, the first 4 000 / 1 000 examples, 5 epochs (the paper's
+  Fig. 3d reports the error after 5 epochs), b ∈ {0.1, 0.5, 1, 2}, 2 seeds, every epoch;
+- ``quick``: CI-sized (30 epochs, b = 1, CC-DNI and sCC-DNI, 2 seeds).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from pathlib import Path
 
-from experiments.common import add_sweep_flags, copy_figures, placement, run
-
-ROOT = Path(__file__).resolve().parents[1]
+from experiments.common import (
+    ROOT,
+    SweepPlan,
+    add_placement_flags,
+    copy_figures,
+    placement_of,
+    publish_report,
+    run_plans,
+)
 
 FIGURES = (
     "correlation_vs_error.png",
     "feedback_correlation.png",
     "learning_curves.png",
 )  # copied by --copy-figures
+MODELS = ["lstm", "zero-dni", "cc-dni", "scc-dni"]
+SWEEPS_ROOT = "runs/sweeps"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sweep-dir", default="runs/sweeps/correlation")
-    parser.add_argument("--task", default="target-reaching")
-    parser.add_argument("--bias-factors", default="0.01,0.1,0.5,1,2", help="b values")
-    parser.add_argument("--models", default="lstm,cc-dni,scc-dni")
-    parser.add_argument("--k", type=int, default=4, help="K of scc-dni")
-    parser.add_argument("--truncation", type=int, default=2, help="T")
-    parser.add_argument("--epochs", type=int, default=300)
-    parser.add_argument("--seeds", default="0-4")
-    parser.add_argument("--record-epochs", default="0-99,149,199,249,last")
-    add_sweep_flags(parser, prefix="correlation-")
-    return parser.parse_args(argv)
+def plans(budget: str = "full") -> list[SweepPlan]:
+    """The one sweep of a budget (its name is the sweep folder under runs/sweeps)."""
+    if budget == "seqmnist":
+        base = {
+            "task": "seqmnist",
+            "truncation": 5,
+            "train_subset": 4000,
+            "val_subset": 1000,
+            "epochs": 5,
+            "record_epochs": "0-4",
+        }
+        grid = {"bias_factor": [0.1, 0.5, 1.0, 2.0], "model": MODELS, "seed": [0, 1]}
+        name = "correlation-seqmnist"
+    elif budget == "quick":
+        base = {"task": "target-reaching", "truncation": 2, "epochs": 30}
+        base["record_epochs"] = "1-29:4"
+        grid = {"bias_factor": [1.0], "model": ["cc-dni", "scc-dni"], "seed": [0, 1]}
+        name = "correlation"
+    else:
+        base = {"task": "target-reaching", "truncation": 2, "epochs": 300}
+        base["record_epochs"] = "0-99,149,199,249,last"
+        grid = {
+            "bias_factor": [0.01, 0.1, 0.5, 1.0, 2.0],
+            "model": MODELS,
+            "seed": list(range(10)),
+        }
+        name = "correlation"
+    base = {**base, "sparsity_k": 4, "inprocess": True, "figures": False}
+    return [SweepPlan(name, base, grid, f"b × model, {budget}")]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    sweep_dir = Path(args.sweep_dir).resolve()
-    started = time.monotonic()
-    status = 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", choices=("full", "seqmnist", "quick"), default="full")
+    parser.add_argument("--sweeps-root", default=SWEEPS_ROOT)
+    parser.add_argument(
+        "--copy-figures", metavar="DIR", help="also copy the main figures to DIR, prefixed"
+    )
+    parser.add_argument(
+        "--doc",
+        default="docs/results-sweeps.md",
+        help="the page whose generated block gets the report ('' for none)",
+    )
+    parser.add_argument("--figures-dir", default="docs/figures", help="where --doc's figures go")
+    add_placement_flags(parser)
+    args = parser.parse_args(argv)
+    chosen = plans(args.budget)
+    root = ROOT / args.sweeps_root
     if not args.report_only:
-        command = [sys.executable, "launch.py", "sweep", "--sweep-dir", str(sweep_dir)]
-        command += ["--task", args.task, "--truncation", str(args.truncation)]
-        command += ["--epochs", str(args.epochs), "--sparsity-k", str(args.k)]
-        command += ["--record-epochs", args.record_epochs, "--no-figures"]
-        command += ["--vary", f"bias_factor={args.bias_factors}", "--vary", f"model={args.models}"]
-        command += ["--seeds", args.seeds]
-        command += placement(args)
-        status = run(command)
-    report_status = run([sys.executable, "launch.py", "report", str(sweep_dir)])
-    if args.copy_figures and report_status == 0:
-        copy_figures(sweep_dir, args.copy_figures, FIGURES, args.prefix)
-    print(f"done in {time.monotonic() - started:.0f} s; report: {sweep_dir / 'report.md'}")
-    return status or report_status
+        run_plans(chosen, root, placement_of(args))
+    from ccdni.reporting.sweep_report import write_report
+
+    sweep_dir = root / chosen[0].name
+    report = write_report(sweep_dir)
+    print("wrote", report.markdown)
+    if args.doc and args.budget != "quick":
+        command = "python -m experiments.correlation"
+        command += f" --budget {args.budget}" if args.budget != "full" else ""
+        for path in publish_report(
+            report.markdown,
+            ROOT / args.doc,
+            command,
+            ROOT / args.figures_dir,
+            f"{chosen[0].name}-",
+            f"bias factor b × model, {chosen[0].base['task']}",
+        ):
+            print("wrote", path)
+    if args.copy_figures:
+        copy_figures(sweep_dir, Path(args.copy_figures), FIGURES, f"{chosen[0].name}-")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,159 +1,116 @@
-"""Paper Fig. 2b,d: target reaching — LSTM vs CC-DNI vs sCC-DNI over seeds and truncations.
+"""Paper Fig. 2a,b,d: target reaching — LSTM, zero-DNI, CC-DNI, sCC-DNI over seeds and T.
 
-    python -m experiments.fig2_target_reaching --seeds 10 --truncations 2 --out docs
+    python -m experiments.fig2_target_reaching                 # the full budget (below)
+    python -m experiments.fig2_target_reaching --report-only   # redraw from the sweeps on disk
 
-Runs ``launch.py sweep`` over model × T × seed (multi-process by default; ``--inprocess``
-for the in-process reference), then writes a table (final validation MSE, mean ± s.e.m. over
-seeds) and figures: learning curves with seed bands (Fig. 2b), MSE vs T (Fig. 2d) and the
-reach trajectories of seed 0 (Fig. 2a).
+Full budget (the paper's: 300 epochs, 10 seeds):
+
+- ``fig2b``: T=2, 10 seeds, every model **through the processes** (area, cerebellum and olive
+  each their own process; ``timing = wait``, the default) — Fig. 2a,b;
+- ``fig2d``: T ∈ {2, 3, 4, 5, 7}, 10 seeds, in-process (the numerical reference) — Fig. 2d;
+- ``fig2d-sequence``: the same with ``update = sequence`` (one optimiser step per sequence,
+  as in the authors' code), where the LSTM and the DNI models take the same number of steps.
+
+``--budget quick`` is a CI-sized budget (30 epochs, 2 seeds, T ∈ {2, 5}, in-process) used by
+``python -m experiments.claims --quick``. Writes ``docs/results-target-reaching.md`` (between
+its GENERATED markers) and the figures ``docs/figures/fig2*.png``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-from pathlib import Path
 
-import torch
+from experiments.common import (
+    ROOT,
+    Placement,
+    SweepPlan,
+    add_placement_flags,
+    placement_of,
+    run_plans,
+)
 
-from ccdni.reporting.figures import MODEL_COLOURS
-from ccdni.reporting.plotting import plt
-from orchestrator.sweep import Sweep
-
-ROOT = Path(__file__).resolve().parents[1]
-
-MODELS = ("lstm", "cc-dni", "scc-dni")
-
-
-def sem(values: list[float]) -> float:
-    return statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else 0.0
+MODELS = ["lstm", "zero-dni", "cc-dni", "scc-dni"]
+TRUNCATIONS = [2, 3, 4, 5, 7]  # as in the paper
+SWEEPS_ROOT = "runs/sweeps/target-reaching"
 
 
-def main() -> int:
+def plans(budget: str = "full") -> list[SweepPlan]:
+    """The sweeps of a budget: ``full`` (the pages) or ``quick`` (CI)."""
+    if budget == "quick":
+        base = {"epochs": 30, "inprocess": True, "figures": False}
+        seeds = [0, 1]
+        return [
+            SweepPlan("fig2b", base, {"model": MODELS, "truncation": [2], "seed": seeds}, "quick"),
+            SweepPlan(
+                "fig2d",
+                base,
+                {"model": ["lstm", "zero-dni", "cc-dni"], "truncation": [2, 5], "seed": seeds},
+                "quick",
+            ),
+            SweepPlan(
+                "fig2d-sequence",
+                {**base, "update": "sequence"},
+                {"model": ["lstm", "cc-dni"], "truncation": [2], "seed": seeds},
+                "quick: one update per sequence",
+            ),
+        ]
+    seeds = list(range(10))
+    inprocess = {"epochs": 300, "inprocess": True, "figures": False}
+    return [
+        SweepPlan(
+            "fig2b",
+            {"epochs": 300, "inprocess": False, "timing": "wait", "figures": False},
+            {"model": MODELS, "truncation": [2], "seed": seeds},
+            "T=2, 10 seeds, through the processes (timing wait)",
+        ),
+        SweepPlan(
+            "fig2d",
+            inprocess,
+            {"model": MODELS, "truncation": TRUNCATIONS, "seed": seeds},
+            "T ∈ {2,3,4,5,7}, 10 seeds, in-process, update after every truncation",
+        ),
+        SweepPlan(
+            "fig2d-sequence",
+            {**inprocess, "update": "sequence"},
+            {"model": MODELS, "truncation": TRUNCATIONS, "seed": seeds},
+            "T ∈ {2,3,4,5,7}, 10 seeds, in-process, one update per sequence",
+        ),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--truncations", default="2", help="comma-separated T values")
-    parser.add_argument("--epochs", type=int, default=300)
-    parser.add_argument("--slots", type=int, default=2)
-    parser.add_argument("--inprocess", action="store_true")
-    parser.add_argument("--timing", default="wait", choices=("lockstep", "wait", "stale"))
-    parser.add_argument("--cue", default="integer")
-    parser.add_argument("--sweep-dir", default="runs/sweeps/fig2")
-    parser.add_argument("--out", default="docs")
-    parser.add_argument("--last", type=int, default=5)
-    args = parser.parse_args()
+    parser.add_argument("--budget", choices=("full", "quick"), default="full")
+    parser.add_argument("--sweeps-root", default=SWEEPS_ROOT, help="where the sweeps go")
+    parser.add_argument("--doc", default="docs/results-target-reaching.md")
+    parser.add_argument("--figures-dir", default="docs/figures")
+    add_placement_flags(parser)
+    args = parser.parse_args(argv)
+    chosen = plans(args.budget)
+    if not args.report_only:
+        run_plans(chosen, ROOT / args.sweeps_root, placement_of(args))
+    from ccdni.reporting.target_reaching_report import write_report
 
-    truncations = [int(t) for t in args.truncations.split(",")]
-    sweep_dir = Path(args.sweep_dir)
-    base = {
-        "epochs": args.epochs,
-        "inprocess": args.inprocess,
-        "timing": args.timing,
-        "cue": args.cue,
-        "figures": False,
-    }
-    grid = {"model": list(MODELS), "truncation": truncations, "seed": list(range(args.seeds))}
-    points = Sweep(sweep_dir, base, grid, args.slots).run()
-
-    curves: dict[tuple[str, int], list[list[float]]] = {}
-    for point in points:
-        run = sweep_dir / "runs" / point.name
-        if point.status not in ("completed", "skipped"):
-            print(f"skipping {point.name}: {point.status} {point.error}")
-            continue
-        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        area = sorted(
-            (r for r in rows if r["region"] == "area0" and "epoch" in r), key=lambda r: r["epoch"]
-        )
-        curves.setdefault((point.values["model"], point.values["truncation"]), []).append(
-            [r["val_mse"] for r in area]
-        )
-
-    out = Path(args.out)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    lines = ["| T | model | final MSE (mean ± s.e.m.) | seeds |", "| --- | --- | --- | --- |"]
-    finals: dict[tuple[str, int], list[float]] = {}
-    for t in truncations:
-        for model in MODELS:
-            members = curves.get((model, t), [])
-            finals[(model, t)] = [statistics.mean(c[-args.last :]) for c in members]
-            values = finals[(model, t)]
-            if values:
-                lines.append(
-                    f"| {t} | {model} | {statistics.mean(values):.2f} ± {sem(values):.2f}"
-                    f" | {len(values)} |"
-                )
-    table = "\n".join(lines)
-    suffix = "" if not args.inprocess else "-inprocess"
-    (out / f"fig2_table{suffix}.md").write_text(table + "\n")
-    print(table)
-
-    fig, axes = plt.subplots(1, 2 if len(truncations) > 1 else 1, figsize=(11, 4), squeeze=False)
-    ax = axes[0, 0]
-    t0 = truncations[0]
-    for model in MODELS:
-        members = curves.get((model, t0), [])
-        if not members:
-            continue
-        mean = [statistics.mean(v) for v in zip(*members)]
-        band = [sem(list(v)) for v in zip(*members)]
-        epochs = range(1, len(mean) + 1)
-        ax.plot(epochs, mean, color=MODEL_COLOURS[model], label=model)
-        ax.fill_between(
-            epochs,
-            [m - b for m, b in zip(mean, band)],
-            [m + b for m, b in zip(mean, band)],
-            color=MODEL_COLOURS[model],
-            alpha=0.25,
-        )
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation MSE")
-    ax.set_title(f"target reaching, T={t0} (mean ± s.e.m., {args.seeds} seeds)")
-    ax.legend(frameon=False)
-    if len(truncations) > 1:
-        ax = axes[0, 1]
-        for model in MODELS:
-            ys = [statistics.mean(finals[(model, t)]) for t in truncations if finals[(model, t)]]
-            es = [sem(finals[(model, t)]) for t in truncations if finals[(model, t)]]
-            ax.errorbar(
-                truncations[: len(ys)],
-                ys,
-                yerr=es,
-                color=MODEL_COLOURS[model],
-                marker="o",
-                capsize=3,
-                label=model,
-            )
-        ax.set_xlabel("truncation T")
-        ax.set_ylabel(f"MSE, last {args.last} epochs")
-        ax.legend(frameon=False)
-    fig.tight_layout()
-    fig.savefig(out / "figures" / f"fig2_learning{suffix}.png", dpi=100)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
-    for ax, model in zip(axes, MODELS):
-        name = f"model={model}_truncation={t0}_seed=0"
-        files = list((sweep_dir / "runs" / name / "results").glob("*-trajectories.pt"))
-        if not files:
-            continue
-        data = torch.load(files[0], weights_only=True)
-        targets = data["targets"]
-        ax.scatter(targets[:, 0], targets[:, 1], s=140, facecolors="none", edgecolors="black")
-        for path in data["outputs"]:
-            full = torch.cat([torch.zeros(1, 2), path])
-            ax.plot(full[:, 0], full[:, 1], color=MODEL_COLOURS[model], alpha=0.9)
-        ax.set_aspect("equal")
-        ax.set_xlim(-13, 13)
-        ax.set_ylim(-13, 13)
-        ax.set_title(f"{model}, T={t0}, seed 0")
-    fig.tight_layout()
-    fig.savefig(out / "figures" / f"fig2a_trajectories{suffix}.png", dpi=100)
-    plt.close(fig)
+    written = write_report(
+        ROOT / args.sweeps_root,
+        chosen,
+        ROOT / args.doc,
+        ROOT / args.figures_dir,
+        invocation=_invocation(argv),
+    )
+    for path in written:
+        print("wrote", path)
     return 0
 
+
+def _invocation(argv: list[str] | None) -> str:
+    words = sys.argv[1:] if argv is None else argv
+    words = [w for w in words if w != "--report-only"]
+    return " ".join(["python -m experiments.fig2_target_reaching", *words])
+
+
+__all__ = ["MODELS", "Placement", "SWEEPS_ROOT", "TRUNCATIONS", "main", "plans"]
 
 if __name__ == "__main__":
     sys.exit(main())

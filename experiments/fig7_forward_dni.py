@@ -23,6 +23,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 # one core: numpy's BLAS (used for the |r| matrices) would otherwise start a thread per core
@@ -110,7 +111,7 @@ def accuracy(cortex: Cortex, cerebellum: Cerebellum, x: torch.Tensor, y: torch.T
     )
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.environ.get("CCDNI_DATA", ""))
     parser.add_argument("--epochs", type=int, default=2)
@@ -122,8 +123,38 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--figure", default=str(ROOT / "docs" / "figures" / "fig7_forward_dni.png"))
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
+
+@dataclass
+class ForwardRun:
+    """What one training run of the forward CC-DNI produced (see :func:`train`)."""
+
+    ce_locked: list[float]
+    ce_unlocked: list[float]
+    olive_loss: list[float]
+    abs_out: list[float]
+    abs_h2: list[float]
+    steps: np.ndarray  # the recorded steps
+    evolution: dict  # (layer, "start"/"end") → (records, 256) |r| of the followed pairs, …
+    epoch_rows: list[tuple]
+    step: int
+    seconds: float
+
+    def pair_summary(self) -> dict[str, float]:
+        """Mean |r| of the followed top-256 pairs at the first and the last record:
+        ``{layer}_{chosen}_{first|last}`` for layer hidden/output, pairs chosen at start/end."""
+        out = {}
+        for layer in ("hidden", "output"):
+            for when in ("start", "end"):
+                values = self.evolution[layer, when].mean(axis=1)
+                out[f"{layer}_{when}_first"] = float(values[0])
+                out[f"{layer}_{when}_last"] = float(values[-1])
+        return out
+
+
+def train(args: argparse.Namespace) -> ForwardRun:
+    """Train the cortex and the forward cerebellum as the module docstring says."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     data_dir = args.data_dir or str((ROOT / ".." / "shared" / "data").resolve())
@@ -202,6 +233,36 @@ def main() -> int:
         evolution[name, "all"] = mats.reshape(len(mats), -1).mean(axis=1)
         evolution[name, "all_std"] = mats.reshape(len(mats), -1).std(axis=1)
 
+    return ForwardRun(
+        ce_locked,
+        ce_unlocked,
+        olive_loss,
+        abs_out,
+        abs_h2,
+        steps,
+        evolution,
+        epoch_rows,
+        step,
+        time.time() - started,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = train(args)
+    ce_locked, ce_unlocked, abs_out, abs_h2 = (
+        result.ce_locked,
+        result.ce_unlocked,
+        result.abs_out,
+        result.abs_h2,
+    )
+    steps, evolution, epoch_rows, step = (
+        result.steps,
+        result.evolution,
+        result.epoch_rows,
+        result.step,
+    )
+    started = time.time() - result.seconds
     # ---- figure
     fig, axes = plt.subplots(3, 1, figsize=(6.5, 8.5), sharex=True)
     x_steps = np.arange(len(ce_locked))

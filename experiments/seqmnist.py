@@ -1,174 +1,207 @@
-"""The sequential-MNIST family (paper Fig. 3): sweeps, figures and the results tables.
+"""The sequential-MNIST family (paper Fig. 3b,c and Fig. 6b): sweeps, figures, results tables.
 
-Runs the sweeps through ``launch.py sweep`` (one run per grid point, each its own process
-tree), then draws the figures into ``docs/figures/`` and writes the generated part of
-``docs/results-seqmnist.md`` (between its ``BEGIN/END GENERATED`` markers). Re-running skips
-every run that already completed, so an interrupted budget can be finished, and
-``--report-only`` redraws from the sweeps on disk.
+    python -m experiments.seqmnist                      # the small budget, in-process
+    python -m experiments.seqmnist --budget paper       # the paper's budget (GPU advised)
+    python -m experiments.seqmnist --report-only        # redraw from the sweeps on disk
 
-    python -m experiments.seqmnist --budget small            # ~25 min on 2 CPU cores
-    python -m experiments.seqmnist --budget paper --device cuda --mode processes
+Runs the sweeps (one ``launch.py run`` per point, finished points skipped), then draws the
+figures into ``docs/figures/`` and writes the generated part of ``docs/results-seqmnist.md``.
+MNIST is read from ``--data-dir`` or ``$CCDNI_DATA`` (a folder holding ``MNIST/raw``).
 
-Budgets:
+Budgets (models: LSTM, zero-DNI, CC-DNI, sCC-DNI; everything else as in the paper: LSTM 30,
+cerebellum 300, K = 4, batch 50, lr 1e-4):
 
-- ``small``: what fits in about 25 minutes on 2 shared CPU cores — 8 000 training and
-  2 000 validation examples (the first ones of the paper's 48 000 / 12 000 split), 8 epochs,
-  in-process; seqMNIST at T=5 with 3 seeds, and over T ∈ {2, 3, 4, 7, 10} with one seed;
-  c- and dd-seqMNIST at T=5, and ld-seqMNIST at T=5 for γ ∈ {1, 5, 8}, one seed each (on
-  these shared cores a DNI run takes about twice as long as an LSTM run: ~80 s against
-  ~40 s, more when the machine is busy).
-- ``paper``: the paper's numbers (48 000 / 12 000, 25 epochs, 3 seeds, every T for seqMNIST,
-  c- and dd-seqMNIST; ld-seqMNIST at T=5 for the three γ).
+- ``small`` (default; about 2½ hours on one shared core): the first 8 000 training / 2 000 validation
+  examples of the paper's 48 000 / 12 000 split, 10 epochs, 3 seeds, in-process —
+  seqMNIST at T=5 under both update schedules (after every truncation, and once per sequence
+  as in the authors' code), ld-seqMNIST at T=5 for γ ∈ {1, 5, 8}, the cerebellar ablations of
+  Fig. 6b (seqMNIST, T=5, the cerebellum removed at epoch 1, 4 or 7), and with 2 seeds
+  seqMNIST over T ∈ {2, 3, 7, 10} and c- and dd-seqMNIST at T=5;
+- ``paper``: 48 000 / 12 000 examples, 25 epochs, 3 seeds, every T for seqMNIST, c- and
+  dd-seqMNIST (ablations at epochs 1, 5, 10, 15, 20);
+- ``quick``: 300 / 200 examples, 1 epoch, 2 seeds — CI-sized, for ``experiments.claims``.
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from experiments.common import (
+    ROOT,
+    SweepPlan,
+    add_placement_flags,
+    placement_of,
+    plan_command,
+    run_plans,
+)
 
-MODELS = "lstm,cc-dni,scc-dni"
-TRUNCATIONS = "2,3,4,5,7,10"  # as in the paper
-GAMMAS = "1,5,8"  # as in the paper
-
-
-@dataclass(frozen=True)
-class SweepPlan:
-    """One ``launch.py sweep``: its folder name, task and what varies."""
-
-    name: str
-    task: str
-    vary: dict[str, str]
-    seeds: str
+MODELS = ["lstm", "zero-dni", "cc-dni", "scc-dni"]
+TRUNCATIONS = [2, 3, 4, 5, 7, 10]  # as in the paper
+GAMMAS = [1, 5, 8]  # as in the paper
 
 
 @dataclass(frozen=True)
 class Budget:
-    flags: dict[str, str]  # spec flags shared by every run of the budget
-    sweeps: tuple[SweepPlan, ...]
+    base: dict  # spec fields of every run
+    seeds: list[int]
+    other_truncations: list[int]  # seqMNIST besides T=5
+    other_seeds: list[int]  # their seeds, and those of c- and dd-seqMNIST
+    drawing_truncations: list[int]  # c- and dd-seqMNIST
+    ablation_epochs: list[int]
     about: str
 
 
-BUDGETS: dict[str, Budget] = {
+BUDGETS = {
     "small": Budget(
-        flags={"train-subset": "8000", "val-subset": "2000", "epochs": "8"},
-        sweeps=(  # in order of priority: Fig. 3b first
-            SweepPlan("seqmnist-T5", "seqmnist", {"model": MODELS, "truncation": "5"}, "0-2"),
-            SweepPlan("seqmnist-T", "seqmnist", {"model": MODELS, "truncation": "2,3,4,7,10"}, "0"),
-            SweepPlan(
-                "ld-seqmnist",
-                "ld-seqmnist",
-                {"model": MODELS, "truncation": "5", "gamma": GAMMAS},
-                "0",
-            ),
-            SweepPlan("c-seqmnist", "c-seqmnist", {"model": MODELS, "truncation": "5"}, "0"),
-            SweepPlan("dd-seqmnist", "dd-seqmnist", {"model": MODELS, "truncation": "5"}, "0"),
-        ),
-        about="8 000 training / 2 000 validation examples (the first of the paper's "
-        "48 000 / 12 000 split), 8 epochs (≈ 1.3 paper epochs of updates), everything else "
-        "as in the paper (LSTM 30, cerebellum 300, batch 50, lr 1e-4)",
+        {"train_subset": 8000, "val_subset": 2000, "epochs": 10, "inprocess": True},
+        [0, 1, 2],
+        [2, 3, 7, 10],
+        [0, 1],
+        [5],
+        [1, 4, 7],
+        "the first 8 000 training / 2 000 validation examples of the paper's 48 000 / 12 000 "
+        "split, 10 epochs (1 600 batches of 50, ≈ 1.7 paper epochs of updates), 3 seeds "
+        "(2 for seqMNIST at T ≠ 5 and for c- and dd-seqMNIST), in-process; everything else as "
+        "in the paper (LSTM 30, cerebellum 300, K = 4, batch 50, lr 1e-4)",
     ),
     "paper": Budget(
-        flags={"train-subset": "0", "val-subset": "0", "epochs": "25"},
-        sweeps=(
-            SweepPlan("seqmnist-T5", "seqmnist", {"model": MODELS, "truncation": "5"}, "0-2"),
-            SweepPlan(
-                "seqmnist-T", "seqmnist", {"model": MODELS, "truncation": "2,3,4,7,10"}, "0-2"
-            ),
-            SweepPlan(
-                "ld-seqmnist",
-                "ld-seqmnist",
-                {"model": MODELS, "truncation": "5", "gamma": GAMMAS},
-                "0-2",
-            ),
-            SweepPlan(
-                "c-seqmnist", "c-seqmnist", {"model": MODELS, "truncation": TRUNCATIONS}, "0-2"
-            ),
-            SweepPlan(
-                "dd-seqmnist", "dd-seqmnist", {"model": MODELS, "truncation": TRUNCATIONS}, "0-2"
-            ),
-        ),
-        about="the paper's budget: 48 000 / 12 000 examples, 25 epochs, 3 seeds",
+        {"train_subset": 0, "val_subset": 0, "epochs": 25, "inprocess": True},
+        [0, 1, 2],
+        [2, 3, 4, 7, 10],
+        [0, 1, 2],
+        TRUNCATIONS,
+        [1, 5, 10, 15, 20],
+        "the paper's budget: 48 000 / 12 000 examples, 25 epochs, 3 seeds",
+    ),
+    "quick": Budget(
+        {"train_subset": 300, "val_subset": 200, "epochs": 1, "inprocess": True},
+        [0, 1],
+        [],
+        [],
+        [],
+        [],
+        "CI-sized: 300 / 200 examples, 1 epoch, 2 seeds, in-process",
     ),
 }
 
 
-def sweep_command(plan: SweepPlan, budget: Budget, args: argparse.Namespace) -> list[str]:
-    """The ``launch.py sweep`` command line of one plan."""
-    command = [
-        "python",
-        "launch.py",
-        "sweep",
-        "--sweep-dir",
-        str(Path(args.sweeps_root) / plan.name),
-        "--slots",
-        str(args.slots),
-        "--task",
-        plan.task,
+def sweeps_root(budget: str) -> str:
+    return f"runs/sweeps/seqmnist-{budget}"
+
+
+def plans(budget: str = "small") -> list[SweepPlan]:
+    """The sweeps of a budget, in order of priority (Fig. 3b's T=5 row first)."""
+    chosen = BUDGETS[budget]
+    base = {**chosen.base, "figures": False}
+    seeds = chosen.seeds
+    models = MODELS if budget != "quick" else ["lstm", "zero-dni", "cc-dni"]
+    out = [
+        SweepPlan(
+            "seqmnist-T5",
+            {**base, "task": "seqmnist"},
+            {
+                "model": models,
+                "truncation": [5],
+                "update": ["truncation", "sequence"],
+                "seed": seeds,
+            },
+            "seqMNIST, T=5, both update schedules",
+        ),
+        SweepPlan(
+            "ld-seqmnist",
+            {**base, "task": "ld-seqmnist"},
+            {"model": models, "truncation": [5], "gamma": GAMMAS, "seed": seeds},
+            "ld-seqMNIST, T=5, loss every γ steps",
+        ),
     ]
-    for name, value in budget.flags.items():
-        command += [f"--{name}", value]
-    if args.mode == "inprocess":
-        command.append("--inprocess")
-    if args.device != "cpu":
-        command += ["--device", args.device]
-    if args.data_dir:
-        command += ["--data-dir", args.data_dir]
-    command.append("--no-figures")  # the script draws the figures it needs itself
-    for name, values in plan.vary.items():
-        command += ["--vary", f"{name}={values}"]
-    command += ["--seeds", plan.seeds]
-    return command
+    if chosen.ablation_epochs:
+        out.append(
+            SweepPlan(
+                "seqmnist-ablation",
+                {**base, "task": "seqmnist"},
+                {
+                    "model": ["cc-dni", "scc-dni", "zero-dni"],
+                    "truncation": [5],
+                    "ablate": [f"cerebellum@epoch={e}" for e in chosen.ablation_epochs],
+                    "seed": seeds,
+                },
+                "seqMNIST, T=5, cerebellum ablated (Fig. 6b); intact runs: seqmnist-T5",
+            )
+        )
+    if chosen.other_truncations:
+        out.append(
+            SweepPlan(
+                "seqmnist-T",
+                {**base, "task": "seqmnist"},
+                {
+                    "model": models,
+                    "truncation": chosen.other_truncations,
+                    "seed": chosen.other_seeds,
+                },
+                "seqMNIST over T (T=5: seqmnist-T5)",
+            )
+        )
+    for task in ("c-seqmnist", "dd-seqmnist"):
+        if chosen.drawing_truncations:
+            out.append(
+                SweepPlan(
+                    task,
+                    {**base, "task": task},
+                    {
+                        "model": models,
+                        "truncation": chosen.drawing_truncations,
+                        "seed": chosen.other_seeds,
+                    },
+                    task,
+                )
+            )
+    return out
 
 
-def run_sweeps(commands: list[list[str]]) -> None:
-    for command in commands:
-        print("$", shlex.join(command), flush=True)
-        started = time.monotonic()
-        result = subprocess.run([sys.executable, *command[1:]], cwd=ROOT)
-        print(f"  exit {result.returncode} after {time.monotonic() - started:.0f} s", flush=True)
-
-
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
-    parser.add_argument("--mode", choices=("inprocess", "processes"), default="inprocess")
-    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the GPUs")
-    parser.add_argument("--slots", type=int, default=2, help="concurrent runs on the CPU")
     parser.add_argument("--data-dir", default="", help="MNIST root (default: $CCDNI_DATA)")
     parser.add_argument("--sweeps-root", default="", help="default: runs/sweeps/seqmnist-BUDGET")
     parser.add_argument("--doc", default="docs/results-seqmnist.md", help="markdown to update")
     parser.add_argument("--figures-dir", default="docs/figures")
     parser.add_argument(
-        "--report-only", action="store_true", help="draw and tabulate the sweeps on disk"
+        "--processes",
+        action="store_true",
+        help="one process per region instead of in-process runs (give its own --sweeps-root)",
     )
-    args = parser.parse_args()
-    args.sweeps_root = args.sweeps_root or f"runs/sweeps/seqmnist-{args.budget}"
-    budget = BUDGETS[args.budget]
-    commands = [sweep_command(plan, budget, args) for plan in budget.sweeps]
+    add_placement_flags(parser)
+    args = parser.parse_args(argv)
+    root = ROOT / (args.sweeps_root or sweeps_root(args.budget))
+    chosen = plans(args.budget)
     if not args.report_only:
-        run_sweeps(commands)
+        where = placement_of(args)
+        if args.data_dir:
+            where.extra["data_dir"] = args.data_dir
+        if args.processes:
+            where.extra["inprocess"] = False
+        run_plans(chosen, root, where, inline=False)
 
     from ccdni.reporting.seqmnist_report import write_report
 
-    invocation = shlex.join(["python", "experiments/seqmnist.py", *sys.argv[1:]])
+    words = [w for w in (sys.argv[1:] if argv is None else argv) if w != "--report-only"]
     written = write_report(
-        sweeps_root=ROOT / args.sweeps_root,
-        sweep_names=[plan.name for plan in budget.sweeps],
+        root,
+        chosen,
         doc=ROOT / args.doc,
         figures_dir=ROOT / args.figures_dir,
-        budget=f"{args.budget} ({budget.about}; {args.mode}, {args.device})",
-        commands=[invocation.replace(" --report-only", "")] + [shlex.join(c) for c in commands],
+        budget=f"{args.budget}: {BUDGETS[args.budget].about}",
+        invocation=" ".join(["python -m experiments.seqmnist", *words]),
         figure_prefix=f"seqmnist-{args.budget}",
+        commands=[
+            plan_command(p, root.relative_to(ROOT) if root.is_relative_to(ROOT) else root)
+            for p in chosen
+        ],
     )
     for path in written:
-        print("wrote", path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+        print("wrote", path)
     return 0
 
 

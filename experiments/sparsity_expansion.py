@@ -1,32 +1,41 @@
-"""Cerebellar expansion M/N × input sparsity K on target reaching (paper Fig. 5, S3).
+"""Cerebellar expansion M/N × input sparsity K (paper Fig. 5, S3).
 
-Writes a sweep file (the M/N × K grid plus an LSTM baseline that has neither), runs it with
-``launch.py sweep`` and draws it with ``launch.py report``. M is the number of granule units,
-N = 2H the size of the area state [h; c] the cerebellum sees, so M = M/N × 2H; K is the number
-of inputs per granule unit of sCC-DNI, "full" the dense CC-DNI. Re-running skips every run
-that already completed.
-
-    python -m experiments.sparsity_expansion                       # 5 seeds, 2 slots, ~8 min
-    python -m experiments.sparsity_expansion --seeds 0-9 --epochs 300 --slots 8
+    python -m experiments.sparsity_expansion                      # target reaching, full budget
+    python -m experiments.sparsity_expansion --budget seqmnist    # seqMNIST (Fig. 5a), small
     python -m experiments.sparsity_expansion --report-only --copy-figures docs/figures
 
-Defaults: target reaching as in the paper (H = 10, T = 2, lr 1e-3, one batch of 50 per epoch,
-300 epochs), in-process runs (``--processes`` for one process per region), M/N ∈ {1, 2, 4, 8}
-(M = 20, 40, 80, 160), K ∈ {1, 4, 8, full}, seeds 0-4. Correlations are recorded every 10
-epochs (``record_epochs``).
+M is the number of granule units, N = 2H the size of the area state [h; c] the cerebellum
+sees, so M = M/N × 2H; K is the number of inputs per granule unit of sCC-DNI, "full" the dense
+CC-DNI. One sweep of two grids: the M/N × K grid, and the LSTM and zero-DNI controls (no
+M or K to vary: zero-DNI's predictions stay 0 whatever the cerebellum). Correlations are
+recorded along the way (``record_epochs``). Re-running skips every run that already completed;
+the report is ``launch.py report SWEEP`` (final error, and ``--metric mean_val_mse``: the area
+under the learning curve, i.e. learning speed).
+
+Budgets:
+
+- ``full``: target reaching as in the paper (H = 10, T = 2, lr 1e-3, one batch of 50 per
+  epoch, 300 epochs), in-process, M/N ∈ {1, 2, 4, 8} (M = 20, 40, 80, 160), K ∈ {1, 4, 8,
+  full}, 10 seeds;
+- ``seqmnist``: seqMNIST (H = 30, N = 60; M = 60 … 480), T = 5, the first 4 000 / 1 000
+  examples, 5 epochs, 2 seeds;
+- ``quick``: CI-sized (30 epochs, 2 seeds, M/N ∈ {1, 4}, K ∈ {4, full}).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
 from pathlib import Path
 
-from experiments.common import add_sweep_flags, copy_figures, placement, run
-
-ROOT = Path(__file__).resolve().parents[1]
+from experiments.common import (
+    ROOT,
+    SweepPlan,
+    add_placement_flags,
+    copy_figures,
+    placement_of,
+    publish_report,
+    run_plans,
+)
 
 FIGURES = (
     "heatmap_final_error.png",
@@ -34,78 +43,95 @@ FIGURES = (
     "learning_curves.png",
     "feedback_correlation.png",
 )  # copied by --copy-figures
+SWEEPS_ROOT = "runs/sweeps"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sweep-dir", default="runs/sweeps/sparsity-expansion")
-    parser.add_argument("--task", default="target-reaching")
-    parser.add_argument("--hidden", type=int, default=10, help="H (N = 2H)")
-    parser.add_argument("--truncation", type=int, default=2, help="T")
-    parser.add_argument("--epochs", type=int, default=300)
-    parser.add_argument("--mn", default="1,2,4,8", help="expansion ratios M/N")
-    parser.add_argument("--k", default="1,4,8,full", help="inputs per granule unit; full: dense")
-    parser.add_argument("--seeds", default="0-4")
-    parser.add_argument("--no-lstm", action="store_true", help="leave out the LSTM baseline")
-    parser.add_argument("--record-epochs", default="0-299:10,last")
-    add_sweep_flags(parser, prefix="sparsity-expansion-")
-    return parser.parse_args(argv)
+def _archs(ks: list[str]) -> list[tuple[str, int]]:
+    return [("cc-dni", 0) if k == "full" else ("scc-dni", int(k)) for k in ks]
 
 
-def grid_file(args: argparse.Namespace) -> str:
-    """The sweep TOML: [base], the M/N × K grid and the LSTM baseline grid."""
-    two_h = 2 * args.hidden
-    mns = [float(x) for x in args.mn.split(",")]
-    hidden = [round(m * two_h) for m in mns]
-    archs = []
-    for k in args.k.split(","):
-        archs.append(["cc-dni", 0] if k.strip() == "full" else ["scc-dni", int(k)])
-    base = {
-        "task": args.task,
-        "hidden": args.hidden,
-        "truncation": args.truncation,
-        "epochs": args.epochs,
-        "inprocess": not args.processes,
-        "figures": False,
-        "record_epochs": args.record_epochs,
-    }
-    lines = ["[base]", *(f"{k} = {json.dumps(v)}" for k, v in base.items())]
-    lines += [
-        "[[grid]]",
-        f"cerebellum_hidden = {json.dumps(hidden)}",
-        f'"model,sparsity_k" = {json.dumps(archs)}',
+def plans(budget: str = "full") -> list[SweepPlan]:
+    """The one sweep of a budget (its name is the sweep folder under runs/sweeps)."""
+    if budget == "seqmnist":
+        hidden, mns, ks, seeds = 30, [1, 2, 4, 8], ["1", "4", "8", "full"], [0, 1]
+        base = {
+            "task": "seqmnist",
+            "hidden": hidden,
+            "truncation": 5,
+            "train_subset": 4000,
+            "val_subset": 1000,
+            "epochs": 5,
+            "record_epochs": "0-4",
+        }
+        name = "sparsity-expansion-seqmnist"
+    elif budget == "quick":
+        hidden, mns, ks, seeds = 10, [1, 4], ["4", "full"], [0, 1]
+        base = {"task": "target-reaching", "hidden": hidden, "truncation": 2, "epochs": 30}
+        base["record_epochs"] = "last"
+        name = "sparsity-expansion"
+    else:
+        hidden, mns, ks, seeds = 10, [1, 2, 4, 8], ["1", "4", "8", "full"], list(range(10))
+        base = {"task": "target-reaching", "hidden": hidden, "truncation": 2, "epochs": 300}
+        base["record_epochs"] = "0-299:10,last"
+        name = "sparsity-expansion"
+    base = {**base, "inprocess": True, "figures": False}
+    grid = [
+        {
+            "cerebellum_hidden": [round(m * 2 * hidden) for m in mns],
+            "model,sparsity_k": _archs(ks),
+            "seed": seeds,
+        },
+        {"model": ["lstm", "zero-dni"] if budget != "quick" else ["lstm"], "seed": seeds},
     ]
-    if not args.no_lstm:
-        lines += ["[[grid]]", 'model = ["lstm"]']
-    return "\n".join(lines) + "\n"
+    return [SweepPlan(name, base, grid, f"M/N × K, {budget}")]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    sweep_dir = Path(args.sweep_dir).resolve()
-    started = time.monotonic()
-    status = 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", choices=("full", "seqmnist", "quick"), default="full")
+    parser.add_argument("--sweeps-root", default=SWEEPS_ROOT)
+    parser.add_argument(
+        "--copy-figures", metavar="DIR", help="also copy the main figures to DIR, prefixed"
+    )
+    parser.add_argument(
+        "--doc",
+        default="docs/results-sweeps.md",
+        help="the page whose generated block gets the report ('' for none)",
+    )
+    parser.add_argument("--figures-dir", default="docs/figures", help="where --doc's figures go")
+    add_placement_flags(parser)
+    args = parser.parse_args(argv)
+    chosen = plans(args.budget)
+    root = ROOT / args.sweeps_root
     if not args.report_only:
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        grid = sweep_dir / "grid.toml"
-        grid.write_text(grid_file(args))
-        command = [sys.executable, "launch.py", "sweep", "--sweep-dir", str(sweep_dir)]
-        command += [
-            "--grid",
-            str(grid),
-            "--seeds",
-            args.seeds,
-        ]
-        command += placement(args)
-        status = run(command)
-    report_status = run([sys.executable, "launch.py", "report", str(sweep_dir)])
-    # learning speed: the mean validation error over all epochs (area under the curve)
-    speed = [sys.executable, "launch.py", "report", str(sweep_dir), "--metric", "mean_val_mse"]
-    report_status = report_status or run(speed)
-    if args.copy_figures and report_status == 0:
-        copy_figures(sweep_dir, args.copy_figures, FIGURES, args.prefix)
-    print(f"done in {time.monotonic() - started:.0f} s; report: {sweep_dir / 'report.md'}")
-    return status or report_status
+        run_plans(chosen, root, placement_of(args))
+    from ccdni.reporting.sweep_report import write_report
+
+    sweep_dir = root / chosen[0].name
+    speed = "mean_val_mse" if args.budget != "seqmnist" else "mean_val_error_pct"
+    headings = {
+        None: "final error (last 5 epochs)",
+        speed: f"learning speed (`{speed}`: the mean over every epoch)",
+    }
+    command = "python -m experiments.sparsity_expansion"
+    command += f" --budget {args.budget}" if args.budget != "full" else ""
+    for metric, heading in headings.items():
+        report = write_report(sweep_dir, metric)
+        print("wrote", report.markdown)
+        if args.doc and args.budget != "quick":
+            key = command if metric is None else f"{command} ({speed})"
+            for path in publish_report(
+                report.markdown,
+                ROOT / args.doc,
+                key,
+                ROOT / args.figures_dir,
+                f"{chosen[0].name}-",
+                f"M/N × K, {chosen[0].base['task']}: {heading}",
+            ):
+                print("wrote", path)
+    if args.copy_figures:
+        copy_figures(sweep_dir, Path(args.copy_figures), FIGURES, f"{chosen[0].name}-")
+    return 0
 
 
 if __name__ == "__main__":

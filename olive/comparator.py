@@ -72,7 +72,9 @@ class InferiorOlive:
             target = self.targets.pop(key, None)
         if prediction is None or target is None:
             store = self.targets if prediction is None else self.predictions
-            store[key] = target if prediction is None else prediction
+            kept = target if prediction is None else prediction
+            assert kept is not None, "a prediction or a target"
+            store[key] = kept
             while len(store) > self.max_pending:
                 store.popitem(last=False)
                 self.expired += 1

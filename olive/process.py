@@ -2,8 +2,9 @@
 
 It binds a ROUTER for targets from the areas and connects a DEALER (identity ``olive``) to the
 cerebellum, through which predictions arrive and climbing-fibre errors leave. It says hello to
-the cerebellum with heartbeats, and reports the mean cerebellar loss of each epoch (for a chain
-also per interface: ``cerebellar_loss/boundary0``, ``cerebellar_loss/forward0``, …).
+the cerebellum with heartbeats, and reports the mean cerebellar loss of each epoch, also per
+interface it paired (``cerebellar_loss/area0``; a chain's ``cerebellar_loss/boundary0``,
+``cerebellar_loss/forward0``, …: feedback and activity losses have different scales).
 
 Each area tells the olive when it has sent all targets of an epoch (CONTROL ``epoch_end``,
 after them on the same link); ``args["interfaces"]`` names the interfaces it sent targets for
@@ -17,7 +18,7 @@ import time
 
 import zmq
 
-from ccdni.base.region import POLL_INTERVAL, RegionShell
+from ccdni.base.region import POLL_INTERVAL, RegionShell, StopRequested
 from olive.comparator import InferiorOlive
 from wire.channel import Endpoint
 from wire.protocol import (
@@ -48,29 +49,42 @@ class OliveShell(RegionShell):
             self.reported_through = int(saved.state["reported_through"])
             self.epoch = self.reported_through + 1
         self.errors_sent = 0
+        self.busy_seconds = 0.0  # pairing work since the last epoch report
+        self.interfaces = frozenset(self.spec.interfaces)
+        self.sizes = dict(self.spec.interface_io)
         poller = zmq.Poller()
         for endpoint in (self.control, self.targets, self.cerebellum):
             poller.register(endpoint.sock, zmq.POLLIN)
         self.state = RegionState.READY
         self.report(Command.READY)
         last_hello = 0.0
+        hello_interval = min(self.spec.heartbeat_interval, 0.2)
+        timeout = int(POLL_INTERVAL * 1000)
+        links = ((self.targets, self.targets.sock), (self.cerebellum, self.cerebellum.sock))
         while True:
             now = time.monotonic()
-            if now - last_hello >= min(self.spec.heartbeat_interval, 0.2):
+            if now - last_hello >= hello_interval:
                 self.cerebellum.send(HeartbeatHeader(region=self.name, state=self.state))
                 last_hello = now
-            events = dict(poller.poll(int(POLL_INTERVAL * 1000)))
-            for endpoint in (self.targets, self.cerebellum):
-                if endpoint.sock in events:
+            events = dict(poller.poll(timeout))
+            started = time.perf_counter()
+            for endpoint, sock in links:
+                if sock in events:
                     self.drain(endpoint)
-            self.tick()
+            self.busy_seconds += time.perf_counter() - started
+            self.heartbeat()
+            if self.control.sock in events:  # control is read when the poll says it waits
+                self.drain_control()
+            self.check_parent()
+            if self.stopping:
+                raise StopRequested()
 
     def drain(self, endpoint: Endpoint) -> None:
         for _ in range(100):
             received = endpoint.receive_ready()
             if received is not None:
                 self.handle(endpoint, *received)
-            if not endpoint.sock.poll(0, zmq.POLLIN):
+            if not endpoint.waiting():
                 return
 
     def handle(self, endpoint: Endpoint, sender: str | None, message: Message) -> None:
@@ -82,12 +96,12 @@ class OliveShell(RegionShell):
             endpoint.reject(f"unexpected {message.kind.name}", sender)
             return
         header = message.header
-        if header.interface not in self.spec.interfaces:
+        io = self.sizes.get(header.interface) if header.interface in self.interfaces else None
+        if io is None:
             endpoint.reject(f"unknown interface {header.interface!r}", sender)
             return
         try:  # predictions and targets both have the synthesiser's output size
-            _, size = self.spec.interface_io[header.interface]
-            tensor = expect_shape(message, (None, size))
+            tensor = expect_shape(message, (None, io[1]))
         except ProtocolError as exc:
             endpoint.reject(str(exc), sender)
             return
@@ -103,10 +117,10 @@ class OliveShell(RegionShell):
             return
         if fibre is None:
             return
-        self.maybe_report()
         reply = step_header(ClimbingHeader, header.run, header.interface, fibre.ids)
-        if self.cerebellum.send(reply, [fibre.error]):
+        if self.cerebellum.send(reply, [fibre.error]):  # the error first, bookkeeping after
             self.errors_sent += 1
+        self.maybe_report()
 
     def on_epoch_end(self, sender: str | None, message: Message) -> None:
         """An area sent all targets of an epoch: once every area has, report that epoch."""
@@ -140,9 +154,10 @@ class OliveShell(RegionShell):
     def report_epochs(self, before: int) -> None:
         """Report each finished epoch's cerebellar loss; forget stale unpaired items."""
         for epoch in range(self.reported_through + 1, before):
-            summary = self.core.epoch_summary(epoch, per_interface=self.spec.topology == "chain")
+            summary = self.core.epoch_summary(epoch, per_interface=True)
             if summary is not None:
-                self.metric(summary)
+                self.metric({**summary, "busy_seconds": getattr(self, "busy_seconds", 0.0)})
+                self.busy_seconds = 0.0
         for epoch in [
             e for e in self.core.loss_counts if e <= max(before - 1, self.reported_through)
         ]:

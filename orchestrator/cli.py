@@ -29,6 +29,8 @@ GROUPS = (
             "train_subset",
             "val_subset",
             "download",
+            "captions_dir",
+            "captions_per_image",
         ),
     ),
     (
@@ -171,6 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--report", action="store_true", help="draw the sweep's report when it is done"
     )
+    changed = sweep.add_mutually_exclusive_group()
+    changed.add_argument(
+        "--new",
+        action="store_true",
+        help="if SWEEP_DIR records a different sweep, start this one in a new folder beside "
+        "it (SWEEP_DIR-2, ...) instead of refusing",
+    )
+    changed.add_argument(
+        "--force",
+        action="store_true",
+        help="if SWEEP_DIR records a different sweep, run this one there anyway: the old "
+        "sweep.toml, results.csv and the runs that are not finished points of the new grid "
+        "move to SWEEP_DIR/previous/N/ first (nothing is deleted)",
+    )
     add_spec_arguments(sweep)
     report = sub.add_parser(
         "report",
@@ -185,6 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="a benchmark (decoupling: locked vs backward-unlocked chains of areas)",
         description="Run a benchmark; the arguments after its name go to it "
         "(python launch.py bench decoupling --help).",
+    )
+    sub.add_parser(  # parsed by ccdni.tasks.captions.build (see main)
+        "captions-corpus",
+        help="build the MNIST-scene caption corpus and its visual cortex (cached)",
+        add_help=False,
+    )
+    sub.add_parser(  # parsed by experiments.claims (see main)
+        "claims",
+        help="measure the paper's claims, write docs/claims.md (--quick: CI-sized)",
+        add_help=False,
     )
     bench.add_argument("name", choices=BENCHMARKS, help="which benchmark")
     bench.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's arguments")
@@ -205,16 +231,56 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     return load_spec(args.spec, **overrides)
 
 
-COMMANDS = ("run", "ablate", "revive", "status", "stop", "resume", "sweep", "report", "bench")
+COMMANDS = (
+    "run",
+    "ablate",
+    "revive",
+    "status",
+    "stop",
+    "resume",
+    "sweep",
+    "report",
+    "bench",
+    "captions-corpus",
+    "claims",
+)
 BENCHMARKS = ("decoupling",)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "captions-corpus":  # its own flags: python launch.py captions-corpus -h
+        from ccdni.tasks.captions.build import main as build_corpus
+
+        return build_corpus(argv[1:])
+    if argv and argv[0] == "claims":  # its own flags: python launch.py claims -h
+        from experiments.claims import main as claims
+
+        return claims(argv[1:])
     parser = build_parser()
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["run", *argv]
     args = parser.parse_args(argv)
+    try:
+        return dispatch(parser, args)
+    except OSError as exc:  # an unwritable or full directory, a file gone missing: one line
+        sys.stderr.write(f"launch.py {args.command}: error: {describe_error(exc)}\n")
+        return 2
+
+
+def describe_error(exc: OSError) -> str:
+    """One line for an I/O error: the run directory's own errors name their file already."""
+    from ccdni.base.rundir import RunDirectoryError
+
+    if isinstance(exc, RunDirectoryError) or not exc.filename:
+        text = str(exc) or type(exc).__name__
+    else:
+        text = f"{exc.filename}: {exc.strerror or exc}"
+    return " ".join(text.split())
+
+
+def dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run the parsed command; every error the user can cause is one line and exit 2."""
     from ccdni.tasks.mnist_data import DataMissingError
 
     if args.command == "run":
@@ -271,6 +337,17 @@ def report_outcome(outcome) -> int:
         f"[{s['mode']}] {s['epochs_completed']}/{s['epochs']} epochs in {s['wall_seconds']:.1f} s; "
         f"{final}; run directory {outcome.run.path}"
     )
+    for lesion in s.get("lesions", []):
+        when = "before the run started" if lesion["phase"] == "start-up" else "at epoch"
+        at = "" if lesion["phase"] == "start-up" else f" {lesion['epoch']}"
+        print(
+            f"note: {lesion['region']} lesioned {when}{at} ({lesion['cause']}; detected by "
+            f"{lesion['detected_by']}): the run went on without it",
+            file=sys.stderr,
+        )
+    if s.get("io_error"):
+        print(f"launch.py: error: {s['io_error']} (the run {s['status']})", file=sys.stderr)
+        return 2
     if s["reason"]:
         print(f"reason: {s['reason']}", file=sys.stderr)
     return 0 if s["status"] == "completed" else 1
@@ -293,7 +370,11 @@ def command_control(args: argparse.Namespace) -> int:
 
 
 def command_status(args: argparse.Namespace) -> int:
-    from orchestrator.client import ControlError, read_regions, running_runs, send_command
+    """Running runs under ``--runs-dir``, or one run's regions. A run whose orchestrator pid is
+    gone says "orchestrator dead" (its regions.json could not be updated by it), with every
+    region's liveness read from its pid, never the stale recorded state."""
+    from orchestrator.client import ControlError, pid_alive, read_regions, run_state, running_runs
+    from orchestrator.client import send_command as ask
 
     if args.run_dir is None:
         runs = running_runs(Path(args.runs_dir))
@@ -307,20 +388,32 @@ def command_status(args: argparse.Namespace) -> int:
             )
             print(f"{run}  {states}")
         return 0
-    try:
-        reply = send_command(Path(args.run_dir), "status")
-        regions, live = reply["regions"], True
-    except ControlError:
-        regions, live = read_regions(Path(args.run_dir))["regions"], False
-    print(f"{args.run_dir}: {'running' if live else 'not running'}")
+    recorded = read_regions(Path(args.run_dir))
+    state = run_state(recorded)
+    regions = recorded["regions"]
+    if state == "running":
+        try:
+            regions = ask(Path(args.run_dir), "status")["regions"]
+        except ControlError:
+            state = run_state(read_regions(Path(args.run_dir)))
+    pid = recorded["orchestrator"].get("pid")
+    if state == "orchestrator dead":
+        print(f"{args.run_dir}: orchestrator dead (pid {pid} is gone)")
+    else:
+        print(f"{args.run_dir}: {state}")
     print(
-        f"{'region':<12}{'pid':>8}  {'alive':<6}{'lesioned':<9}{'state':<11}{'epoch':>6}  heartbeat"
+        f"{'region':<12}{'pid':>8}  {'alive':<6}{'lesioned':<9}{'state':<18}{'epoch':>6}  heartbeat"
     )
     for name, r in regions.items():
-        beat = "—" if r.get("last_heartbeat_s") is None else f"{r['last_heartbeat_s']:.1f} s ago"
+        alive = r.get("alive", False) if state == "running" else pid_alive(r.get("pid"))
+        shown = r["state"]
+        if state == "orchestrator dead" and shown not in ("exited", "lesioned"):
+            shown = "orchestrator dead"
+        beat = r.get("last_heartbeat_s")
+        beat_text = f"{beat:.1f} s ago" if state == "running" and beat is not None else "—"
         print(
-            f"{name:<12}{r['pid'] or '—'!s:>8}  {'yes' if r['alive'] and live else 'no':<6}"
-            f"{'yes' if r['lesioned'] else 'no':<9}{r['state']:<11}{r['epoch']:>6}  {beat}"
+            f"{name:<12}{r['pid'] or '—'!s:>8}  {'yes' if alive else 'no':<6}"
+            f"{'yes' if r['lesioned'] else 'no':<9}{shown:<18}{r['epoch']:>6}  {beat_text}"
         )
     return 0
 
@@ -358,8 +451,20 @@ def command_sweep(args: argparse.Namespace) -> int:
     check_sweep_data(base, grids, sweep_dir)
     log = configure_logging("sweep", None, console=True)
     sweep = Sweep(
-        sweep_dir, base, grids, args.slots, base.get("device", "cpu"), args.runs_per_gpu, log
+        sweep_dir,
+        base,
+        grids,
+        args.slots,
+        base.get("device", "cpu"),
+        args.runs_per_gpu,
+        log,
+        new=args.new,
+        force=args.force,
     )
+    sweep.check_recorded()  # a different sweep recorded there: refused before anything runs
+    sweep_dir = sweep.dir  # --new: the folder beside it
+    if sweep.changes:
+        log.warning("sweep_changed", sweep_dir=str(sweep_dir), changes=sweep.changes)
     invalid = [p for p in sweep.points if p.status == "invalid"]
     for point in invalid:
         log.warning("invalid_point", point=point.name, reason=point.error)

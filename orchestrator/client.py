@@ -2,6 +2,11 @@
 
 The orchestrator's control endpoint is in ``RUN/regions.json``; a client connects a DEALER
 with a ``client-*`` identity, sends one CONTROL message and waits (bounded) for the reply.
+
+Whether a run is alive is read from the pids in ``regions.json``, never from the states it
+records: an orchestrator killed with ``kill -9`` cannot update the file, so a run whose
+orchestrator pid is gone (or was reused by another process: the recorded start time differs)
+is "orchestrator dead", whatever the file says.
 """
 
 from __future__ import annotations
@@ -37,7 +42,34 @@ def read_regions(run_dir: Path) -> dict[str, Any]:
     return regions
 
 
-def pid_alive(pid: int | None) -> bool:
+def process_state(pid: int | None) -> str | None:
+    """The kernel's one-letter state of ``pid`` (``R`` running, ``S`` sleeping, ``T`` stopped,
+    ``Z`` zombie, ...), or None when it is gone or unknown (no ``/proc``)."""
+    if not pid:
+        return None
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[-1].split()
+    return fields[0] if fields else None
+
+
+def process_start_ticks(pid: int | None) -> int | None:
+    """When ``pid`` started (clock ticks since boot, from ``/proc``): a pid's identity across
+    reuse. None when unknown."""
+    if not pid:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+        return int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid: int | None, started: int | None = None) -> bool:
+    """Whether ``pid`` is a live process (a zombie is not; with ``started``, only the process
+    that started then counts, not a later one that reused the pid)."""
     if not pid:
         return False
     try:
@@ -45,20 +77,40 @@ def pid_alive(pid: int | None) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    if process_state(pid) == "Z":
+        return False
+    if started is not None:
+        now = process_start_ticks(pid)
+        if now is not None and now != started:
+            return False
     return True
 
 
 def orchestrator_alive(run_dir: Path) -> bool:
-    info = read_regions(run_dir)["orchestrator"]
-    return bool(info.get("alive")) and pid_alive(info.get("pid"))
+    return run_state(read_regions(run_dir)) == "running"
+
+
+def run_state(regions: dict[str, Any]) -> str:
+    """'running', 'orchestrator dead' (its pid is gone but it never recorded an end), or
+    'not running' (it ended and said so)."""
+    info = regions["orchestrator"]
+    alive = pid_alive(info.get("pid"), info.get("started"))
+    if info.get("alive") and alive:
+        return "running"
+    if info.get("state") == "dead" or info.get("alive"):
+        return "orchestrator dead"
+    return "not running"
 
 
 def send_command(run_dir: Path, command: str, timeout: float = 5.0, **args: Any) -> dict[str, Any]:
     """Send one command to the run's orchestrator and return its reply's arguments."""
-    info = read_regions(run_dir)["orchestrator"]
-    if not (info.get("alive") and pid_alive(info.get("pid")) and info.get("control")):
-        raise ControlError(f"the run in {run_dir} is not running")
+    regions = read_regions(run_dir)
+    info = regions["orchestrator"]
+    state = run_state(regions)
+    if state != "running" or not info.get("control"):
+        dead = f" (orchestrator pid {info.get('pid')} is gone)" if state != "not running" else ""
+        raise ControlError(f"the run in {run_dir} is not running{dead}")
     context = zmq.Context()
     sock = make_socket(context, zmq.DEALER, identity=f"client-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:

@@ -19,8 +19,15 @@ The grid:
   they set (``cerebellum_hidden=40_model=scc-dni_sparsity_k=4_seed=0``); duplicates count once.
 
 ``SWEEP/results.csv`` holds one row per finished point and grows as runs finish; re-running
-the same sweep skips every point whose run completed with the same spec (a point whose spec
-changed since is run again). ``SWEEP/sweep.toml`` records the base and the grid.
+the same sweep skips every point whose run completed with the same spec. ``SWEEP/sweep.toml``
+records the base and the grid, and a re-run whose base or grid differs from it is refused
+with the difference (:class:`SweepChanged`) unless it is told ``new`` (the sweep goes into a
+new folder beside the old one, ``SWEEP-2``, ...) or ``force`` (it runs here; the old
+``sweep.toml``, ``results.csv``, console logs and every run directory that is not a finished
+point of the new grid move to ``SWEEP/previous/N/`` first). Nothing a sweep wrote is ever
+deleted: an unfinished earlier attempt of a point is moved to ``SWEEP/previous/attempts/``
+before the point runs again. The sweep's folder name and every point name are safe single
+path components (:func:`ccdni.base.rundir.validate_name`).
 """
 
 from __future__ import annotations
@@ -28,8 +35,8 @@ from __future__ import annotations
 import csv
 import itertools
 import json
-import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +49,7 @@ from typing import Any
 
 import structlog
 
+from ccdni.base.rundir import RunDirectory, validate_name
 from ccdni.base.spec import FIELDS, RunSpec, SpecError, coerce, load_spec, read_toml, to_toml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +142,13 @@ def normalise_grid(grid: dict[str, Any]) -> Grid:
 
 
 def point_name(values: dict[str, Any]) -> str:
-    return "_".join(f"{k}={v}" for k, v in values.items()).replace("/", "-") or "base"
+    """``model=cc-dni_seed=0``: the values it sets, any character outside the safe set of
+    :func:`ccdni.base.rundir.validate_name` (a path separator, a space, ...) as ``-``."""
+    name = "_".join(f"{k}={v}" for k, v in values.items()) or "base"
+    name = re.sub(r"[^A-Za-z0-9_.=+,@-]", "-", name)
+    while ".." in name:
+        name = name.replace("..", ".")
+    return validate_name(name.lstrip(".-") or "base", "point name")
 
 
 def expand(base: dict[str, Any], grids: Grid | list[Grid], sweep_dir: Path) -> list[Point]:
@@ -176,10 +190,10 @@ def expand(base: dict[str, Any], grids: Grid | list[Grid], sweep_dir: Path) -> l
 def completed(point: Point) -> dict[str, Any] | None:
     """The summary of the point's finished run, if it completed with the point's spec."""
     run_dir = point.run_dir
-    if run_dir is None or not (run_dir / "summary.json").exists():
+    if run_dir is None:
         return None
-    summary = json.loads((run_dir / "summary.json").read_text())
-    if summary.get("status") != "completed":
+    summary = RunDirectory(run_dir).summary()
+    if summary is None or summary.get("status") != "completed":
         return None
     try:
         recorded = load_spec(run_dir / "spec.toml")
@@ -190,6 +204,73 @@ def completed(point: Point) -> dict[str, Any] | None:
         log.warning("spec_changed", point=point.name, action="run again")
         return None
     return summary
+
+
+class SweepChanged(SpecError):
+    """The sweep folder records another sweep; the text says how it differs."""
+
+
+def recorded_sweep(sweep_dir: Path) -> tuple[dict[str, Any], list[Grid]] | None:
+    """The base and grids ``SWEEP/sweep.toml`` records (None if there is none)."""
+    path = Path(sweep_dir) / "sweep.toml"
+    if not path.exists():
+        return None
+    base, grids = load_grid(path)
+    return {k: coerce(k, v) for k, v in base.items()}, grids
+
+
+def sweep_difference(
+    old: tuple[dict[str, Any], list[Grid]], base: dict[str, Any], grids: list[Grid]
+) -> list[str]:
+    """How a sweep (``base``, ``grids``) differs from a recorded one: ``"epochs: 2 → 3"``, ..."""
+    old_base, old_grids = old
+    new_base = {k: coerce(k, v) for k, v in base.items()}
+    changes = [
+        f"{key}: {old_base.get(key, '(unset)')} → {new_base.get(key, '(unset)')}"
+        for key in dict.fromkeys([*old_base, *new_base])
+        if old_base.get(key) != new_base.get(key)
+    ]
+    old_grids = [normalise_grid(g) for g in old_grids if g]
+    new_grids = [normalise_grid(g) for g in grids if g]
+    if old_grids != new_grids:
+        if len(old_grids) == len(new_grids) == 1:
+            (a,), (b,) = old_grids, new_grids
+            changes += [
+                f"grid {axis}: {a.get(axis, '(none)')} → {b.get(axis, '(none)')}"
+                for axis in dict.fromkeys([*a, *b])
+                if a.get(axis) != b.get(axis)
+            ]
+        else:
+            changes.append(f"grids: {old_grids} → {new_grids}")
+    return changes
+
+
+def choose_sweep_dir(
+    sweep_dir: Path, base: dict[str, Any], grids: list[Grid], new: bool, force: bool
+) -> tuple[Path, list[str]]:
+    """The folder the sweep runs in and how the sweep recorded there differs (empty: the same
+    sweep, or none recorded); with ``new`` and a difference, a new folder beside it."""
+    sweep_dir = Path(sweep_dir)
+    validate_name(
+        sweep_dir.resolve().name if sweep_dir.name == "" else sweep_dir.name, "sweep name"
+    )
+    try:
+        recorded = recorded_sweep(sweep_dir)
+    except SpecError as exc:
+        recorded, damaged = None, str(exc)
+    else:
+        damaged = ""
+    changes = [f"its sweep.toml is unreadable ({damaged})"] if damaged else []
+    if recorded is not None:
+        changes = sweep_difference(recorded, base, grids)
+    if not changes:
+        return sweep_dir, []
+    if new:
+        suffix = 2
+        while (candidate := sweep_dir.with_name(f"{sweep_dir.name}-{suffix}")).exists():
+            suffix += 1
+        return candidate, changes
+    return sweep_dir, changes
 
 
 def devices(kind: str, runs_per_gpu: int, slots: int) -> list[str]:
@@ -253,21 +334,13 @@ def curve_columns(run_dir: Path) -> dict[str, Any]:
     for each correlation measure of the area its first recorded value (and epoch), its mean
     over the recorded epochs, over those in the first half of the run (``_early``) and in the
     second half (``_late``), and its last value."""
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return {}
+    run = RunDirectory(run_dir)
     val_keys = [k for k in RESULT_KEYS if k.startswith("val_")]
-    series: dict[str, list[tuple[int, float]]] = {k: [] for k in (*CORRELATION_KEYS, *val_keys)}
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        if not str(record.get("region", "")).startswith("area"):
-            continue
-        for key in series:
-            value = record.get(key)
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                series[key].append((int(record.get("epoch", 0)), float(value)))
+    series: dict[str, list[tuple[int, float]]] = {
+        k: list(zip(*run.series(k))) for k in (*CORRELATION_KEYS, *val_keys)
+    }
+    if not any(series.values()):
+        return {}
     out: dict[str, Any] = {}
     for key in val_keys:
         if series[key]:
@@ -342,12 +415,17 @@ class Sweep:
         device: str = "cpu",
         runs_per_gpu: int = 2,
         log: Any = None,
+        new: bool = False,
+        force: bool = False,
     ):
         if slots < 1 or runs_per_gpu < 1:
             raise SpecError("slots and runs_per_gpu must be at least 1")
-        self.dir = Path(sweep_dir)
         self.base = base
         self.grids = [grid] if isinstance(grid, dict) else list(grid)
+        self.dir, self.changes = choose_sweep_dir(
+            Path(sweep_dir), base, self.grids, new=new, force=force
+        )
+        self.new, self.force = new, force
         self.places = devices(device, runs_per_gpu, slots)
         specs = [p.spec for p in expand(base, self.grids, Path(sweep_dir)) if p.spec]
         if len(self.places) > 1 and any(spec.pin_cores for spec in specs):
@@ -368,6 +446,42 @@ class Sweep:
     def concurrency(self) -> int:
         return len(self.places)
 
+    def check_recorded(self) -> None:
+        """SweepChanged if the folder records another sweep and neither ``new`` nor ``force``
+        was given (before :meth:`run` writes anything)."""
+        if self.changes and not (self.new or self.force):
+            raise SweepChanged(
+                f"{self.dir / 'sweep.toml'} records another sweep ({'; '.join(self.changes)}): "
+                f"pass --new to start a new sweep beside it, or --force to run here and keep "
+                f"the old results in {self.dir / 'previous'}/"
+            )
+
+    def previous_dir(self, sub: str = "") -> Path:
+        """A new numbered folder under ``SWEEP/previous/`` (``sub``: below it)."""
+        root = self.dir / "previous" / sub if sub else self.dir / "previous"
+        root.mkdir(parents=True, exist_ok=True)
+        n = 1 + max((int(p.name) for p in root.iterdir() if p.name.isdigit()), default=0)
+        target = root / str(n)
+        target.mkdir()
+        return target
+
+    def set_aside_previous(self) -> None:
+        """``force``: the recorded sweep's files and every run that is not a finished point of
+        the new grid move to ``SWEEP/previous/N/``; finished points of the new grid stay."""
+        target = self.previous_dir()
+        (target / "differences.txt").write_text("\n".join(self.changes) + "\n")
+        for name in ("sweep.toml", "results.csv", "console"):
+            if (self.dir / name).exists():
+                shutil.move(str(self.dir / name), str(target / name))
+        keep = {p.name for p in self.points if p.spec is not None and completed(p) is not None}
+        runs = self.dir / "runs"
+        if runs.is_dir():
+            for run_dir in sorted(runs.iterdir()):
+                if run_dir.name not in keep:
+                    (target / "runs").mkdir(exist_ok=True)
+                    shutil.move(str(run_dir), str(target / "runs" / run_dir.name))
+        self.log.info("sweep_set_aside", previous=str(target), changes=self.changes)
+
     def record_grid(self) -> None:
         """SWEEP/sweep.toml: the base spec and the grid(s), reloadable with ``--grid``."""
         lines = ["# ccdni sweep: base spec and grid (launch.py sweep --grid THIS_FILE)", "[base]"]
@@ -383,8 +497,9 @@ class Sweep:
         spec = placed_spec(point.spec, device)
         spec_path = self.dir / "console" / f"{point.name}.toml"
         spec_path.write_text(to_toml(spec))
-        if point.run_dir.exists():  # an earlier attempt that did not complete: start it over
-            shutil.rmtree(point.run_dir)
+        if point.run_dir.exists():  # an earlier attempt that did not complete: kept aside
+            target = self.previous_dir("attempts")
+            shutil.move(str(point.run_dir), str(target / point.name))
         out = open(self.dir / "console" / f"{point.name}.txt", "w")  # noqa: SIM115
         env = {**os.environ, "OMP_NUM_THREADS": str(spec.threads)}
         point.process = subprocess.Popen(
@@ -403,8 +518,7 @@ class Sweep:
     def finish(self, point: Point) -> None:
         assert point.process is not None and point.run_dir is not None
         point.wall = time.monotonic() - point.started
-        summary_path = point.run_dir / "summary.json"
-        point.summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        point.summary = RunDirectory(point.run_dir).summary() or {}
         ok = point.process.returncode == 0 and point.summary.get("status") == "completed"
         point.status = "completed" if ok else "failed"
         if not ok and not point.summary.get("reason"):
@@ -436,6 +550,10 @@ class Sweep:
         ``progress`` is called with every point after each change of state and at least
         every 0.2 s while runs go on.
         """
+        self.check_recorded()
+        if self.changes and self.force and (self.dir / "sweep.toml").exists():
+            self.set_aside_previous()  # force: the recorded sweep moves to previous/N/
+            (self.dir / "console").mkdir(exist_ok=True)
         self.record_grid()
         queue = self.pending()
         write_results(self.results_path, self.points, self.rows)

@@ -264,6 +264,7 @@ def test_rerun_starts_no_new_run(tiny_sweep) -> None:
 
 
 def test_report_draws_the_figures(tiny_sweep) -> None:
+    """``launch.py report`` draws every figure the grid allows and writes report.md."""
     sweep_dir, _ = tiny_sweep
     result = _launch("report", str(sweep_dir), timeout=120)
     assert result.returncode == 0, result.stderr
@@ -282,5 +283,52 @@ def test_report_draws_the_figures(tiny_sweep) -> None:
 
 
 def test_report_of_a_missing_sweep_is_one_error_line(tmp_path: Path) -> None:
+    """A folder that is not a sweep gets one error line and exit status 2."""
     result = _launch("report", str(tmp_path / "nothing"), timeout=60)
     assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_report_keeps_zero_dni_out_of_the_grid(tmp_path: Path) -> None:
+    """The zero-DNI control (dense, M = 80) is a reference beside the LSTM in the M/N × K
+    report, never averaged into the dense cerebellum's cell."""
+    from ccdni.base.rundir import RunDirectory
+    from ccdni.reporting.sweep_report import write_report
+
+    sweep = tmp_path / "sweep"
+    points = [  # name, model, architecture, M/N, final error
+        ("cc-dni", "cc-dni", "full", 4.0, 60.0),
+        ("scc-dni", "scc-dni", "4", 4.0, 58.0),
+        ("scc-dni-2", "scc-dni", "4", 2.0, 62.0),
+        ("zero-dni", "zero-dni", "full", 4.0, 70.0),
+        ("lstm", "lstm", "lstm", "", 80.0),
+    ]
+    rows = []
+    for name, model, arch, mn, error in points:
+        run = RunDirectory(sweep / "runs" / name)
+        run.path.mkdir(parents=True)
+        for epoch in range(3):
+            run.append_metric({"region": "area0", "epoch": epoch, "val_mse": error + 3 - epoch})
+        rows.append(
+            {
+                "name": name,
+                "model": model,
+                "cerebellum_hidden": 20 * mn if mn else "",
+                "seed": 0,
+                "status": "completed",
+                "architecture": arch,
+                "expansion_ratio": mn,
+                "last5_val_mse": error,
+            }
+        )
+    with open(sweep / "results.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (sweep / "sweep.toml").write_text(
+        '[base]\n[[grid]]\ncerebellum_hidden = [40, 80]\n"model,sparsity_k" = '
+        '[["scc-dni", 4], ["cc-dni", 0]]\n[[grid]]\nmodel = ["lstm", "zero-dni"]\n'
+    )
+    text = write_report(sweep).markdown.read_text()
+    assert "| 4 | **58 ± —** | 60 ± — |" in text
+    assert "zero-DNI (control) (cerebellum frozen at 0): 70" in text
+    assert "LSTM (no cerebellum): 80" in text

@@ -40,6 +40,7 @@ SAMPLE_ARGUMENTS = {  # one value per argument of every command, none its defaul
     Command.LESION: {"target": "olive"},
     Command.REVIVED: {"target": "cerebellum"},
     Command.BARRIER: {"interface": "area0", "errors_expected": 12},
+    Command.RESTART_COUNT: {"interface": "boundary0"},
     Command.EPOCH_END: {"epoch": 4, "interfaces": ["boundary0", "forward0"]},
     Command.BATCH_DONE: {"epoch": 2, "batch": 17},
     Command.FEEDBACK_WITHHELD: {"epoch": 2, "batch": 18},

@@ -118,7 +118,9 @@ def test_summary_names_the_tasks_headline_metric(tmp_path: Path) -> None:
     outcome = execute_run(spec, console=False)
     headline = outcome.summary["headline"]
     assert headline["metric"] == "val_mse" and headline["lower_is_better"]
-    area = [r for (region, _), r in sorted(per_epoch(outcome.run.path).items()) if region == "area0"]
+    area = [
+        r for (region, _), r in sorted(per_epoch(outcome.run.path).items()) if region == "area0"
+    ]
     assert headline["final"] == area[-1]["val_mse"]
     assert headline["last5_mean"] == pytest.approx(sum(r["val_mse"] for r in area[-5:]) / 5)
     written = json.loads(outcome.run.summary_path.read_text())

@@ -14,16 +14,13 @@ import pytest
 import torch
 from conftest import assert_no_process_left
 
+from ccdni.base.rundir import RunDirectory
 from ccdni.base.spec import load_spec, to_toml
-from ccdni.reporting.seqmnist_report import (
-    BEGIN,
-    END,
-    epoch_table,
-    final_table,
-    load_sweep,
-    write_report,
-)
+from ccdni.reporting.runs import load_runs, select
+from ccdni.reporting.seqmnist_report import COMMAND, schedule_table, write_report
+from ccdni.reporting.tables import epoch_table, markers
 from ccdni.tasks.mnist_data import DataMissingError
+from experiments.common import SweepPlan
 from orchestrator.runner import check_task_data, execute_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,22 +112,23 @@ def test_missing_data_from_the_environment(tmp_path: Path, monkeypatch) -> None:
 # --- the across-run report ---------------------------------------------------------------------
 
 
-def fake_sweep(root: Path, task: str, grid: list[dict], curve) -> Path:
+def fake_sweep(root: Path, name: str, task: str, grid: list[dict], curve) -> Path:
     """A sweep folder as ``launch.py sweep`` leaves it, with made-up per-epoch metrics."""
-    sweep = root / task
+    sweep = root / name
     rows = []
     for values in grid:
-        name = "_".join(f"{k}={v}" for k, v in values.items())
-        run = sweep / "runs" / name
-        run.mkdir(parents=True)
+        point = "_".join(f"{k}={v}" for k, v in values.items())
+        run = RunDirectory(sweep / "runs" / point)
+        run.path.mkdir(parents=True)
         spec = load_spec(task=task, epochs=3, **values)
-        (run / "spec.toml").write_text(to_toml(spec))
+        run.spec_path.write_text(to_toml(spec))
         key = {"seqmnist": "val_error_pct", "dd-seqmnist": "val_mse_x100"}.get(task, "val_mse")
-        lines = [
-            json.dumps({"region": "area0", "epoch": e, key: curve(values, e)}) for e in range(3)
-        ]
-        (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-        rows.append({"name": name, **values, "status": "completed", "wall_seconds": 1.5})
+        for e in range(3):
+            run.append_metric({"region": "area0", "epoch": e, key: curve(values, e)})
+        run.write_json(
+            run.summary_path, {"status": "completed", "epochs_completed": 3, "wall_seconds": 1.5}
+        )
+        rows.append({"name": point, **values, "status": "completed", "wall_seconds": 1.5})
     with open(sweep / "results.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -139,38 +137,62 @@ def fake_sweep(root: Path, task: str, grid: list[dict], curve) -> Path:
 
 
 def test_report_tables_and_figures(tmp_path: Path) -> None:
-    offset = {"lstm": 10.0, "cc-dni": 0.0, "scc-dni": 5.0}
-    grid = [
-        {"model": m, "truncation": t, "seed": s} for m in offset for t in (2, 5) for s in (0, 1)
+    """The seqMNIST report shows every model with differences paired by seed, under both
+    update schedules, the ablations of Fig. 6b, keeps the page's prose and draws its figures."""
+    offset = {"lstm": 10.0, "zero-dni": 8.0, "cc-dni": 0.0, "scc-dni": 5.0}
+    schedules = {"truncation": 0.0, "sequence": 20.0}
+
+    def curve(v: dict, e: int) -> float:
+        return (
+            50 - 10 * e + offset[v["model"]] + v["seed"] + schedules[v.get("update", "truncation")]
+        )
+
+    t5 = [
+        {"model": m, "truncation": 5, "update": u, "seed": s}
+        for m in offset
+        for u in schedules
+        for s in (0, 1)
     ]
-    sweep = fake_sweep(
-        tmp_path, "seqmnist", grid, lambda v, e: 50 - 10 * e + offset[v["model"]] + v["seed"]
-    )
-    ld_grid = [{"model": m, "truncation": 5, "gamma": g, "seed": 0} for m in offset for g in (1, 5)]
-    fake_sweep(tmp_path, "ld-seqmnist", ld_grid, lambda v, e: 20.0 / (e + 1) + v["gamma"])
-    records = load_sweep(sweep)
-    assert len(records) == 12
-    t5 = [r for r in records if r.truncation == 5]
-    table = epoch_table(t5)
-    assert "| 1 | 60.5 ± 0.7 (n=2) | 50.5 ± 0.7 (n=2) | 55.5 ± 0.7 (n=2) |" in table
-    final = final_table(records, "truncation", label="T")
+    fake_sweep(tmp_path, "seqmnist-T5", "seqmnist", t5, curve)
+    other_t = [
+        {"model": m, "truncation": t, "seed": s} for m in offset for t in (2, 3) for s in (0, 1)
+    ]
+    fake_sweep(tmp_path, "seqmnist-T", "seqmnist", other_t, curve)
+    ld = [
+        {"model": m, "truncation": 5, "gamma": g, "seed": s}
+        for m in offset
+        for g in (1, 5)
+        for s in (0, 1)
+    ]
+    fake_sweep(tmp_path, "ld-seqmnist", "ld-seqmnist", ld, lambda v, e: 20.0 / (e + 1) + v["gamma"])
+    ablated = [
+        {"model": "cc-dni", "truncation": 5, "ablate": "cerebellum@epoch=1", "seed": s}
+        for s in (0, 1)
+    ]
+    fake_sweep(tmp_path, "seqmnist-ablation", "seqmnist", ablated, lambda v, e: 33.0 + v["seed"])
+    records = load_runs(tmp_path / "seqmnist-T5")
+    assert len(records) == 16
+    online = select(records, update="truncation")
+    table = epoch_table(online)
+    assert "| 1 | 60.5 ± 0.5 | 58.5 ± 0.5 | 50.5 ± 0.5 | 55.5 ± 0.5 |" in table
+    final = schedule_table(records)
     assert (
-        "| 5 | 40.5 ± 0.7 (n=2) | 30.5 ± 0.7 (n=2) | 35.5 ± 0.7 (n=2) | -10.0 ± 0.0 (n=2) | -5.0 ± 0.0 (n=2) |"
+        "| update after every truncation | 40.5 ± 0.5 | 38.5 ± 0.5 | 30.5 ± 0.5 | 35.5 ± 0.5 |"
         in final
     )
+    assert "-10.0 ± 0.0 (p=0)" in final  # CC-DNI − LSTM, the same in both seeds
     doc = tmp_path / "docs" / "results.md"
     doc.parent.mkdir()
-    doc.write_text(f"# Title\n\nprose kept\n\n{BEGIN}\nold\n{END}\n\nmore prose\n")
-    written = write_report(
-        tmp_path,
-        ["seqmnist", "ld-seqmnist"],
-        doc,
-        tmp_path / "docs" / "figures",
-        "test budget",
-        ["python -m experiments.seqmnist --budget small"],
-    )
+    begin, end = markers(COMMAND)
+    doc.write_text(f"# Title\n\nprose kept\n\n{begin}\nold\n{end}\n\nmore prose\n")
+    plans = [
+        SweepPlan(name, {}, {}, "test")
+        for name in ("seqmnist-T5", "seqmnist-T", "ld-seqmnist", "seqmnist-ablation")
+    ]
+    written = write_report(tmp_path, plans, doc, tmp_path / "docs" / "figures", "test budget")
     text = doc.read_text()
     assert "prose kept" in text and "more prose" in text and "\nold\n" not in text
-    assert "| γ |" in text and "error vs T" in text
+    assert "| γ |" in text and "error vs T" in text and "one update per sequence" in text
+    assert "Fig. 6b" in text and "| CC-DNI | 1 | 33.5 ± 0.5 | 1.098 ± 0.002 |" in text
     pngs = [p for p in written if p.suffix == ".png"]
-    assert len(pngs) >= 2 and all(p.stat().st_size < 300_000 for p in pngs)
+    assert len(pngs) >= 4 and all(p.stat().st_size < 300_000 for p in pngs)

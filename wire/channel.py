@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import zmq
+from zmq.backend import Socket as _Backend
 
 if TYPE_CHECKING:
     import torch
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 from wire.protocol import Header, Message, ProtocolError, decode, encode
 
 HIGH_WATER_MARK = 1000
+# pyzmq's own (Cython) send / recv / get, called directly: its Python layer (send_multipart's
+# type checks, send's routing and group handling) costs more than the call itself per frame
+_SEND, _RECV, _GET = _Backend.send, _Backend.recv, _Backend.get
 ZERO_COPY_THRESHOLD = 64 * 1024  # bytes; below this pyzmq copies frames even with copy=False
 
 
@@ -60,20 +64,39 @@ class Endpoint:
         self.counters = counters
         self.routed = routed  # ROUTER: frames carry the peer identity first
         self.run = run  # step messages of any other run are rejected (None: not checked)
+        self._header_frames = 3 if routed else 2  # identity, preamble, header: bytes
+        self._poller = zmq.Poller()  # made once: Socket.poll builds a Poller per call
+        self._poller.register(sock, zmq.POLLIN)
 
     def send(
         self, header: Header, tensors: Sequence[torch.Tensor] = (), to: str | None = None
     ) -> bool:
         """Send without blocking; False (and counted) when the peer cannot take it."""
+        if self.routed and to is None:
+            raise ValueError("a ROUTER send needs a destination identity")
+        return self._send_frames(header, encode(header, tensors), len(tensors), to)
+
+    def send_each(
+        self, header: Header, tensors: Sequence[torch.Tensor], destinations: Sequence[str]
+    ) -> list[bool]:
+        """A ROUTER's send of one message to several peers, encoded once."""
+        if not self.routed:
+            raise ValueError("only a ROUTER sends to several peers")
         frames = encode(header, tensors)
+        return [self._send_frames(header, frames, len(tensors), to) for to in destinations]
+
+    def _send_frames(self, header: Header, frames: list[Any], n_tensors: int, to: str | None):
         if self.routed:
-            if to is None:
-                raise ValueError("a ROUTER send needs a destination identity")
-            frames = [to.encode(), *frames]
+            frames = [to.encode(), *frames]  # type: ignore[union-attr]
         # zero-copy only pays off for large buffers: pyzmq copies small frames anyway
-        zero_copy = any(getattr(f, "nbytes", 0) > ZERO_COPY_THRESHOLD for f in frames)
+        zero_copy = False
+        for buffer in frames[len(frames) - n_tensors :] if n_tensors else ():
+            zero_copy = zero_copy or buffer.nbytes > ZERO_COPY_THRESHOLD
+        sock, copy, more = self.sock, not zero_copy, zmq.NOBLOCK | zmq.SNDMORE
         try:
-            self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=not zero_copy)
+            for frame in frames[:-1]:  # as send_multipart does, without its Python layer
+                _SEND(sock, frame, more, copy, False)
+            _SEND(sock, frames[-1], zmq.NOBLOCK, copy, False)
         except (zmq.Again, zmq.ZMQError) as exc:
             self.counters.dropped += 1
             self.log.debug("send_dropped", kind=header.kind.name, to=to, reason=str(exc))
@@ -87,9 +110,10 @@ class Endpoint:
         Invalid messages are logged and dropped; the wait continues until the deadline.
         """
         deadline = time.monotonic() + timeout
+        poll = self._poller.poll
         while True:
-            remaining = max(0.0, deadline - time.monotonic())
-            if not self.sock.poll(int(remaining * 1000), zmq.POLLIN):
+            remaining = deadline - time.monotonic()
+            if not poll(int(remaining * 1000) if remaining > 0 else 0):
                 return None
             result = self.receive_ready()
             if result is not None:
@@ -98,11 +122,19 @@ class Endpoint:
                 return None
 
     def receive_ready(self) -> tuple[str | None, Message] | None:
-        """Decode one message already waiting (after a poll said so); None if invalid."""
+        """Decode one message already waiting (after a poll said so); None if invalid.
+
+        The identity, preamble and header frames arrive as bytes; tensor frames arrive as
+        ``zmq.Frame`` objects (``copy=False``), which :func:`wire.protocol.decode` turns into
+        tensors in place — no copy of the payload after the one into the frame."""
+        sock = self.sock
         try:
-            frames = self.sock.recv_multipart(flags=zmq.NOBLOCK)
+            frames: list[Any] = [_RECV(sock, zmq.NOBLOCK, True, False)]
         except zmq.Again:
             return None
+        as_bytes = self._header_frames
+        while _GET(sock, zmq.RCVMORE):  # the rest of a multipart message is already here
+            frames.append(_RECV(sock, zmq.NOBLOCK, len(frames) < as_bytes, False))
         self.counters.received += 1
         sender = None
         if self.routed:
@@ -121,6 +153,11 @@ class Endpoint:
             self.reject(f"{message.kind.name} from another run ({run!r})", sender)
             return None
         return sender, message
+
+    def waiting(self) -> bool:
+        """Whether a message is waiting (ZMQ_EVENTS: one getsockopt, no Poller)."""
+        events: Any = _GET(self.sock, zmq.EVENTS)
+        return bool(events & zmq.POLLIN)
 
     def reject(self, reason: str, sender: str | None = None) -> None:
         self.counters.rejected += 1

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import math
 import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -182,6 +181,7 @@ class Command(str, enum.Enum):
     REVIVED = "revived"  # orchestrator → regions: ``target`` is back
     BARRIER = "barrier"  # area → cerebellum: answer once these errors are applied
     BARRIER_OK = "barrier_ok"  # cerebellum → area: they are
+    RESTART_COUNT = "restart_count"  # chain area → cerebellum: count its errors from zero
     EPOCH_END = "epoch_end"  # area → olive: every target of the epoch has been sent
     HELLO = "hello"  # chain area k → area k+1: my connection is up
     BATCH_DONE = "batch_done"  # chain area k+1 → area k: flow control
@@ -243,6 +243,13 @@ class BarrierArguments(Arguments):
 
 
 @dataclass(frozen=True)
+class InterfaceArguments(Arguments):
+    """Which interface's error count starts again (after a revival)."""
+
+    interface: str
+
+
+@dataclass(frozen=True)
 class EpochArguments(Arguments):
     epoch: int
 
@@ -292,6 +299,7 @@ ARGUMENTS: dict[Command, type[Arguments]] = {
     Command.REVIVED: TargetArguments,
     Command.BARRIER: BarrierArguments,
     Command.BARRIER_OK: NoArguments,
+    Command.RESTART_COUNT: InterfaceArguments,
     Command.EPOCH_END: EpochEndArguments,
     Command.HELLO: NoArguments,
     Command.BATCH_DONE: BatchArguments,
@@ -390,6 +398,9 @@ HEADERS: dict[Kind, type[Header]] = {
 
 DTYPE_SIZES = {"float32": 4, "float64": 8, "float16": 2, "int64": 8, "int32": 4}  # may travel
 MAX_TENSOR_BYTES = 256 * 2**20
+_NUMPY_DTYPES = {name: np.dtype(name).newbyteorder("<") for name in DTYPE_SIZES}
+_FLOATS = frozenset(name for name in DTYPE_SIZES if name.startswith("float"))
+_WIRE_DTYPES: dict[Any, str] = {}  # torch dtype → its wire name, filled as dtypes are met
 
 
 @dataclass(frozen=True)
@@ -410,56 +421,96 @@ def _field_types(cls: type[Header] | type[Arguments]) -> dict[str, Any]:
 
 
 _TYPES = {cls: _field_types(cls) for cls in HEADERS.values()}
+# Computed once, not per message: each kind's preamble (and the kind a preamble names), and
+# the headers whose fields are flat scalars, encoded straight from their __dict__.
+_PREAMBLES = {kind: MAGIC + bytes([VERSION, int(kind)]) for kind in Kind}
+_KIND_OF = {preamble: kind for kind, preamble in _PREAMBLES.items()}
+_FLAT_FIELDS = {
+    cls: tuple(types)
+    for cls, types in _TYPES.items()
+    if all(t in (int, str, float) for t in types.values())
+}
+
+
+def _wire_dtype(dtype: Any) -> str:
+    """The wire name of a torch dtype, or ProtocolError if it cannot travel."""
+    name = _WIRE_DTYPES.get(dtype)
+    if name is None:
+        name = str(dtype).removeprefix("torch.")
+        if name not in DTYPE_SIZES:
+            raise ProtocolError(f"dtype {dtype} cannot travel")
+        _WIRE_DTYPES[dtype] = name
+    return name
 
 
 def encode(header: Header, tensors: typing.Sequence[torch.Tensor] = ()) -> list[Any]:
-    """Frames for ``header`` and ``tensors`` (buffers are not copied where avoidable)."""
-    if len(tensors) != header.n_tensors:
+    """Frames for ``header`` and ``tensors`` (a tensor's buffer is not copied: the frame is a
+    view of it, which the socket copies or, for large frames, sends from in place)."""
+    cls = type(header)
+    if len(tensors) != cls.n_tensors:
         raise ProtocolError(
             f"{header.kind.name} carries {header.n_tensors} tensors, got {len(tensors)}"
         )
-    body = dataclasses.asdict(header)
-    if isinstance(header, ControlHeader):
-        body["command"] = header.command.value
+    flat = _FLAT_FIELDS.get(cls)
+    if flat is not None:  # step headers, heartbeats: no nested value to convert
+        values = header.__dict__
+        body = {name: values[name] for name in flat}
+    else:
+        body = dataclasses.asdict(header)
+        if isinstance(header, ControlHeader):
+            body["command"] = header.command.value
     described = []
     buffers = []
     for tensor in tensors:
-        array = tensor.detach().to("cpu").contiguous()
-        name = str(array.dtype).removeprefix("torch.")
-        if name not in DTYPE_SIZES:
-            raise ProtocolError(f"dtype {array.dtype} cannot travel")
-        described.append([name, list(array.shape)])
-        flat: Any = array.reshape(-1).numpy()  # numpy arrays export the buffer protocol
-        buffers.append(memoryview(flat).cast("B"))
+        array = tensor.detach()
+        if array.device.type != "cpu":
+            array = array.cpu()
+        if not array.is_contiguous():
+            array = array.contiguous()
+        described.append([_wire_dtype(array.dtype), list(array.shape)])
+        data: Any = array.numpy().reshape(-1)  # numpy arrays export the buffer protocol
+        buffers.append(memoryview(data).cast("B"))
     body["tensors"] = described
-    preamble = MAGIC + bytes([VERSION, int(header.kind)])
-    return [preamble, msgpack.packb(body, use_bin_type=True), *buffers]
+    return [_PREAMBLES[header.kind], msgpack.packb(body, use_bin_type=True), *buffers]
+
+
+def _bytes(frame: Any) -> bytes:
+    return frame if type(frame) is bytes else bytes(frame)
+
+
+def _preamble_error(preamble: bytes) -> ProtocolError:
+    """Why a preamble that names no kind of this version is refused."""
+    if len(preamble) != 4 or preamble[:2] != MAGIC:
+        return ProtocolError("bad preamble (not a ccdni message)")
+    if preamble[2] != VERSION:
+        return ProtocolError(f"protocol version {preamble[2]} != {VERSION}")
+    return ProtocolError(f"unknown message kind {preamble[3]}")
 
 
 def decode(frames: typing.Sequence[Any], check_finite: bool = True) -> Message:
-    """Validate and decode the frames of one message, or raise :class:`ProtocolError`."""
+    """Validate and decode the frames of one message, or raise :class:`ProtocolError`.
+
+    Tensor frames that are received ZeroMQ frames (``copy=False``: objects with a ``buffer``)
+    are used in place: the tensor is a view of the frame's memory and holds a reference to
+    the frame, so the frame lives as long as the tensor. Any other frame (bytes, a view of
+    someone else's memory) is copied once."""
     if len(frames) < 2:
         raise ProtocolError(f"expected at least 2 frames, got {len(frames)}")
-    preamble = bytes(frames[0])
-    if len(preamble) != 4 or preamble[:2] != MAGIC:
-        raise ProtocolError("bad preamble (not a ccdni message)")
-    if preamble[2] != VERSION:
-        raise ProtocolError(f"protocol version {preamble[2]} != {VERSION}")
-    try:
-        kind = Kind(preamble[3])
-    except ValueError:
-        raise ProtocolError(f"unknown message kind {preamble[3]}") from None
+    preamble = _bytes(frames[0])
+    kind = _KIND_OF.get(preamble)
+    if kind is None:
+        raise _preamble_error(preamble)
     cls = HEADERS[kind]
     try:
-        body = msgpack.unpackb(bytes(frames[1]), raw=False, strict_map_key=True)
+        body = msgpack.unpackb(_bytes(frames[1]), raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types
         raise ProtocolError(f"header is not msgpack: {type(exc).__name__}") from None
-    if not isinstance(body, dict):
+    if type(body) is not dict:
         raise ProtocolError("header is not a map")
     described = body.pop("tensors", [])
     types = _TYPES[cls]
-    unknown = set(body) - set(types)
-    if unknown:
+    if not body.keys() <= types.keys():
+        unknown = set(body) - set(types)
         raise ProtocolError(f"{kind.name} header has unknown fields {sorted(map(repr, unknown))}")
     if cls is ControlHeader:
         try:
@@ -471,12 +522,17 @@ def decode(frames: typing.Sequence[Any], check_finite: bool = True) -> Message:
         body["args"] = _arguments(command, body.get("args", {}))
     else:
         for name, value in body.items():
-            body[name] = _typed(f"{kind.name} header field", name, value, types[name])
+            expected = types[name]
+            if type(value) is not expected:  # the exact type passes at once; else check it
+                body[name] = _typed(f"{kind.name} header field", name, value, expected)
     header = cls(**body)
-    if not isinstance(described, list) or len(described) != cls.n_tensors:
-        raise ProtocolError(f"{kind.name} must describe {cls.n_tensors} tensors")
-    if len(frames) != 2 + cls.n_tensors:
-        raise ProtocolError(f"{kind.name} needs {2 + cls.n_tensors} frames, got {len(frames)}")
+    n_tensors = cls.n_tensors
+    if not isinstance(described, list) or len(described) != n_tensors:
+        raise ProtocolError(f"{kind.name} must describe {n_tensors} tensors")
+    if len(frames) != 2 + n_tensors:
+        raise ProtocolError(f"{kind.name} needs {2 + n_tensors} frames, got {len(frames)}")
+    if not n_tensors:
+        return Message(header)
     tensors = tuple(_tensor(d, frames[2 + i], check_finite) for i, d in enumerate(described))
     return Message(header, tensors)
 
@@ -485,28 +541,31 @@ def _tensor(description: Any, frame: Any, check_finite: bool) -> torch.Tensor:
     if not (isinstance(description, list) and len(description) == 2):
         raise ProtocolError("tensor description must be [dtype, shape]")
     dtype_name, shape = description
-    if not isinstance(dtype_name, str) or dtype_name not in DTYPE_SIZES:
+    if type(dtype_name) is not str or dtype_name not in DTYPE_SIZES:
         raise ProtocolError(f"unsupported dtype {dtype_name!r}")
-    if not (
-        isinstance(shape, list)
-        and len(shape) <= 8
-        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-    ):
+    if type(shape) is not list or len(shape) > 8:
         raise ProtocolError(f"bad tensor shape {shape!r}")
+    count = 1
+    for d in shape:
+        if type(d) is not int or d < 0:  # msgpack gives exact ints: a bool is refused here
+            raise ProtocolError(f"bad tensor shape {shape!r}")
+        count *= d
     import torch
 
-    buffer = memoryview(frame.buffer if hasattr(frame, "buffer") else frame).cast("B")
-    expected = math.prod(shape) * DTYPE_SIZES[dtype_name]
+    owned = getattr(frame, "buffer", None)  # a received zmq.Frame: its memory is ours
+    buffer = memoryview(frame if owned is None else owned).cast("B")
+    expected = count * DTYPE_SIZES[dtype_name]
     if expected > MAX_TENSOR_BYTES or buffer.nbytes != expected:
         raise ProtocolError(
             f"tensor buffer has {buffer.nbytes} bytes, shape {shape} of {dtype_name} needs "
             f"{expected}"
         )
-    array = np.frombuffer(buffer, dtype=np.dtype(dtype_name).newbyteorder("<")).reshape(shape)
-    tensor = torch.from_numpy(array.copy())
-    if check_finite and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+    array = np.frombuffer(buffer, dtype=_NUMPY_DTYPES[dtype_name]).reshape(shape)
+    if owned is None or not array.flags.writeable:
+        array = array.copy()  # not a frame we own: never alias the sender's memory
+    if check_finite and dtype_name in _FLOATS and count and not np.isfinite(array).all():
         raise ProtocolError("tensor holds NaN or Inf")
-    return tensor
+    return torch.from_numpy(array)
 
 
 def expect_shape(

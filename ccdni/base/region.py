@@ -2,25 +2,43 @@
 
 A region process: limits itself to ``spec.threads`` intra-op threads, configures structlog once
 (JSON lines to ``RUN/logs/REGION.jsonl``), connects a DEALER to the orchestrator's control
-ROUTER, reports ``ready``, sends heartbeats, obeys ``stop``, and exits by itself if the
-orchestrator disappears (its parent pid changes). Its maths lives in a socket-free core.
+ROUTER, reports ``ready``, sends heartbeats (also while it waits on a peer), obeys ``stop``,
+and exits by itself if the orchestrator disappears. Its maths lives in a socket-free core.
+
+Orphans: on Linux the kernel sends SIGUSR1 to a region the moment its orchestrator dies
+(``PR_SET_PDEATHSIG``, set first thing in :func:`region_main`, before torch is imported; a
+signal of its own, because the parent pid may not have changed yet when it arrives),
+everywhere else the parent-pid check between units of work notices it within
+``POLL_INTERVAL``. Either way the region saves what it saves on the way out, closes its
+sockets without lingering, removes its socket files (the last one out also the orchestrator's
+and the socket folder), marks the run's ``regions.json`` "orchestrator dead" and exits (code
+3). SIGTERM from the orchestrator itself (the staged shutdown's ``terminate``) takes the
+same way out, once: a second SIGTERM is ignored so that nothing cuts the cleanup short.
+
+Regions are normally forked from the orchestrator's region template (:mod:`ccdni.base.template`:
+a ``forkserver`` that imported torch and the shells once), not started from a fresh
+interpreter: the template is then the parent a region watches (it exits after the
+orchestrator), and the orchestrator's lifeline pipe, which reads EOF the moment the
+orchestrator dies, raises the same ``ORPHAN_SIGNAL``, so the orphan rules above still hold.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib
+import json
 import os
 import signal
 import sys
 import time
 import traceback
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from ccdni.base.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from ccdni.base import template
 from ccdni.base.logs import configure_logging
 from ccdni.base.rundir import RunDirectory
 from ccdni.base.spec import RunSpec
@@ -35,6 +53,9 @@ from wire.protocol import (
     control,
 )
 
+if TYPE_CHECKING:  # the checkpoint module imports torch: not before the parent watch is set
+    from ccdni.base.checkpoint import Checkpoint
+
 SHELLS = {
     "area": "areas.process:AreaShell",
     "chain-area": "areas.chain_process:ChainAreaShell",
@@ -43,6 +64,13 @@ SHELLS = {
 }
 POLL_INTERVAL = 0.1  # seconds: the longest any region sleeps between checks
 FINAL_REPORT_LINGER_MS = 500  # at exit, how long queued reports to the orchestrator may take
+ORPHANED_EXIT_CODE = 3
+RECENT_METRICS = 64  # an area's last epoch records, kept in its checkpoint for resume
+TERMINATED_EXIT_CODE = 128 + signal.SIGTERM  # left through the SIGTERM handler
+ORCHESTRATOR_DEAD = "orchestrator dead"  # a region's state in regions.json once it is orphaned
+PR_SET_PDEATHSIG = 1  # prctl option: a signal for this process when its parent dies
+ORPHAN_SIGNAL = signal.SIGUSR1  # the one the kernel sends then (nothing else sends it here)
+assert ORPHAN_SIGNAL == template.ORPHAN_SIGNAL  # the lifeline sends the same notice
 
 
 class StopRequested(Exception):
@@ -51,6 +79,48 @@ class StopRequested(Exception):
 
 class OrphanedError(RuntimeError):
     """The orchestrator is gone."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: the staged shutdown's ``terminate`` stage, or (``orphaned``) the
+    kernel's notice that the orchestrator died. A BaseException, so that no region's
+    ``except Exception`` swallows it."""
+
+    def __init__(self, orphaned: bool):
+        super().__init__("orchestrator died" if orphaned else "terminated")
+        self.orphaned = orphaned
+
+
+TERMINATION: list[Terminated] = []  # set by the handler: Python may wrap what it raised
+
+
+def termination(exc: BaseException) -> Terminated | None:
+    """The :class:`Terminated` behind ``exc`` — itself, or the one the SIGTERM handler raised
+    inside code that wrapped it (an import, a class body's ``__set_name__``) — else None."""
+    if isinstance(exc, Terminated):
+        return exc
+    return TERMINATION[0] if TERMINATION else None
+
+
+def watch_parent(parent_pid: int) -> None:
+    """Turn SIGTERM into :class:`Terminated` (once) and, on Linux, ask the kernel for
+    ``ORPHAN_SIGNAL`` when the orchestrator dies (an orphaned Terminated); raise at once if it
+    already has."""
+
+    def on_signal(signum: int, frame: Any) -> None:
+        for each in (signal.SIGTERM, ORPHAN_SIGNAL):  # once: the way out is not cut short
+            signal.signal(each, signal.SIG_IGN)
+        orphaned = signum == ORPHAN_SIGNAL or os.getppid() != parent_pid
+        TERMINATION.append(Terminated(orphaned=orphaned))
+        raise TERMINATION[-1]
+
+    signal.signal(signal.SIGTERM, on_signal)
+    if sys.platform.startswith("linux"):
+        signal.signal(ORPHAN_SIGNAL, on_signal)
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(ORPHAN_SIGNAL))
+    if os.getppid() != parent_pid:  # it died before the request was made
+        raise Terminated(orphaned=True)
 
 
 class RegionShell(ABC):
@@ -74,15 +144,28 @@ class RegionShell(ABC):
         self.spec = spec
         self.run = RunDirectory(run_path)
         self.endpoints = endpoints
-        self.parent_pid = parent_pid
+        self.parent_pid = parent_pid  # the orchestrator's
         self.options = dict(options or {})  # resume, lesioned, from_checkpoint
-        self.log = configure_logging(
-            name, self.run.log_path(name), spec.log_level, run=self.run.path.name, pid=os.getpid()
-        )
+        # the process whose death means the orchestrator's: the orchestrator, or the region
+        # template it started this region from (which exits with the orchestrator)
+        self.watched_pid = int(self.options.get("watched_pid") or parent_pid)
+        try:
+            self.log = configure_logging(
+                name,
+                self.run.log_path(name),
+                spec.log_level,
+                run=self.run.path.name,
+                pid=os.getpid(),
+            )
+        except OSError:  # an unwritable or full run directory: run on, report errors by message
+            self.log = configure_logging(name, None, spec.log_level, run=self.run.path.name)
         self.log.info(
             "placed",
             device=spec.device,
             cores=sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            threads=torch.get_num_threads(),
+            started_by=self.options.get("started_by", "spawn"),
+            parent=os.getppid(),
         )
         if self.options.get("placement_failed"):
             self.log.warning("placement_failed", reason=self.options["placement_failed"])
@@ -96,6 +179,7 @@ class RegionShell(ABC):
         self.stopping = False
         self.started = False
         self._last_heartbeat = 0.0
+        self._recent_metrics: list[dict[str, Any]] = []  # see save_checkpoint
 
     # -- sockets ----------------------------------------------------------------------------
     def connect(self, kind: int, endpoint: str, identity: str | None = None) -> Endpoint:
@@ -106,6 +190,8 @@ class RegionShell(ABC):
 
     def bind(self, kind: int, endpoint: str) -> Endpoint:
         sock = make_socket(self.context, kind)
+        if kind == zmq.ROUTER:  # a peer that reconnects (after a SIGSTOP) keeps its identity
+            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         sock.bind(endpoint)
         self.sockets.append(sock)
         if endpoint.startswith("ipc://"):
@@ -114,14 +200,30 @@ class RegionShell(ABC):
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any], epoch: int) -> None:
-        """Atomically save this region's state after ``epoch`` (see :mod:`ccdni.base.checkpoint`)."""
+        """Atomically save this region's state after ``epoch`` (see :mod:`ccdni.base.checkpoint`).
+
+        A state's ``last_metric`` (an area's record of the epoch it just trained) also joins
+        ``recent_metrics``, the last ``RECENT_METRICS`` such records: an area may finish an
+        epoch or two between its orchestrator's death and noticing it, and none of their
+        records reach metrics.jsonl; ``resume`` restores them from here."""
+        from ccdni.base.checkpoint import save_checkpoint
+
+        if state.get("last_metric"):
+            kept = self._recent_metrics[-(RECENT_METRICS - 1) :]
+            self._recent_metrics = [*kept, dict(state["last_metric"])]
+            state = {**state, "recent_metrics": list(self._recent_metrics)}
         save_checkpoint(self.run.checkpoint_path(self.name), state, self.name, epoch, self.spec)
 
     def load_checkpoint(self) -> Checkpoint | None:
         """This region's verified checkpoint, None if it has none; CheckpointError if it is
         damaged, altered, another region's or another spec's."""
+        from ccdni.base.checkpoint import load_checkpoint
+
         path = self.run.checkpoint_path(self.name)
-        return load_checkpoint(path, self.name, self.spec) if path.exists() else None
+        saved = load_checkpoint(path, self.name, self.spec) if path.exists() else None
+        if saved is not None:  # the window of records goes on where it was
+            self._recent_metrics = list(saved.state.get("recent_metrics", []))[-RECENT_METRICS:]
+        return saved
 
     # -- talking to the orchestrator --------------------------------------------------------
     def report(self, command: Command, **args: Any) -> None:
@@ -148,7 +250,7 @@ class RegionShell(ABC):
             )
 
     def check_parent(self) -> None:
-        if os.getppid() != self.parent_pid:
+        if os.getppid() != self.watched_pid:
             raise OrphanedError("the orchestrator is gone")
 
     def on_control(self, message: Message) -> None:
@@ -162,7 +264,11 @@ class RegionShell(ABC):
             self.log.warning("unexpected_control", command=header.command.value)
 
     def drain_control(self, timeout: float = 0.0) -> None:
-        """Handle every waiting control message (waiting up to ``timeout`` for the first)."""
+        """Handle every waiting control message (waiting up to ``timeout`` for the first).
+
+        Every wait on a peer calls this, so it also heartbeats (at most once per
+        ``heartbeat_interval``): a region waiting for a silent peer is not silent itself."""
+        self.heartbeat()
         while True:
             received = self.control.receive(timeout)
             if received is None:
@@ -185,9 +291,11 @@ class RegionShell(ABC):
         self.state = RegionState.TRAINING
 
     def tick(self) -> None:
-        """Between units of work: heartbeat, control messages, parent check."""
+        """Between units of work: heartbeat, control messages (read only when one is
+        waiting: a getsockopt, not a poll), parent check."""
         self.heartbeat()
-        self.drain_control()
+        if self.control.waiting():
+            self.drain_control()
         self.check_parent()
         if self.stopping:
             raise StopRequested()
@@ -209,40 +317,84 @@ class RegionShell(ABC):
             self.log.info("stop_requested")
         except OrphanedError as exc:
             self.log.error("orphaned", reason=str(exc))
-            code = 3
+            code = ORPHANED_EXIT_CODE
+        except Terminated as exc:
+            self.log.warning("terminated", orphaned=exc.orphaned)
+            code = ORPHANED_EXIT_CODE if exc.orphaned else TERMINATED_EXIT_CODE
         except Exception as exc:
-            code = 1
-            self.log.error("region_failed", error=repr(exc), traceback=traceback.format_exc())
-            self.report(Command.FAILED, error=f"{type(exc).__name__}: {exc}")
+            terminated = termination(exc)
+            if terminated is not None:  # SIGTERM, wrapped on its way up
+                code = ORPHANED_EXIT_CODE if terminated.orphaned else TERMINATED_EXIT_CODE
+            else:
+                code = 1
+                self.report(Command.FAILED, error=f"{type(exc).__name__}: {exc}")
+                self.log.error("region_failed", error=repr(exc), traceback=traceback.format_exc())
+        orphaned = code == ORPHANED_EXIT_CODE or os.getppid() != self.watched_pid
+        code = ORPHANED_EXIT_CODE if orphaned else code
         try:
             self.finish()
-        except Exception as exc:
+        except (Exception, Terminated) as exc:
             code = code or 1
             self.log.error("finish_failed", error=repr(exc))
         self.state = RegionState.STOPPED
-        self.heartbeat(force=True)
-        self.report(Command.EXITING, code=code)
-        self.log.info("region_exit", code=code, **vars(self.counters))
+        if not orphaned:
+            self.heartbeat(force=True)
+            self.report(Command.EXITING, code=code)
+        self.log.info("region_exit", code=code, orphaned=orphaned, **vars(self.counters))
         for sock in self.sockets:
             # the control link gets a bounded linger so the final reports (metrics, "exiting")
-            # reach the orchestrator; data links drop whatever is left
-            sock.close(linger=FINAL_REPORT_LINGER_MS if sock is self.control.sock else 0)
+            # reach the orchestrator; data links (and every link of an orphan) drop what is left
+            linger = FINAL_REPORT_LINGER_MS if sock is self.control.sock and not orphaned else 0
+            sock.close(linger=linger)
         self.context.term()
-        self.remove_socket_files(orphaned=code == 3)
+        self.remove_socket_files(orphaned=orphaned)
+        if orphaned:
+            mark_orchestrator_dead(self.run.regions_path, self.parent_pid, self.name)
         return code
 
     def remove_socket_files(self, orphaned: bool) -> None:
         """Remove the ipc files this region bound; if the orchestrator died without cleaning
         up, also its socket file and (the last region out) the socket folder."""
-        paths = list(self.bound_files)
-        if orphaned:
-            paths.append(self.endpoints["orchestrator"].removeprefix("ipc://"))
-        for path in paths:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        if orphaned and paths:
-            with contextlib.suppress(OSError):
-                os.rmdir(os.path.dirname(paths[-1]))
+        remove_socket_files(self.bound_files, self.endpoints if orphaned else None)
+
+
+def remove_socket_files(bound: list[str], orphaned_endpoints: dict[str, str] | None) -> None:
+    """Unlink the ipc socket files in ``bound``; given the run's endpoints (the orchestrator
+    is dead), also the orchestrator's file and the socket folder once it is empty. Abstract
+    endpoints (``ipc://@…``) have no file."""
+    paths = [p for p in bound if not p.startswith("@")]
+    if orphaned_endpoints is not None:
+        own = orphaned_endpoints["orchestrator"].removeprefix("ipc://")
+        if not own.startswith("@"):
+            paths.append(own)
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    if orphaned_endpoints is not None and paths:
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(paths[-1]))
+
+
+def mark_orchestrator_dead(regions_path: Any, parent_pid: int, name: str) -> None:
+    """An orphan's last act: rewrite the run's ``regions.json`` so that it no longer claims
+    a live orchestrator and live regions (each orphan does it; the last writer wins, and each
+    write is whole). Nothing happens if the file belongs to another orchestrator."""
+    try:
+        data = json.loads(regions_path.read_text())
+        orchestrator = data["orchestrator"]
+        if orchestrator.get("pid") != parent_pid:
+            return
+        orchestrator.update(alive=False, state="dead", noticed_by=name, noticed_at=time.time())
+        for region, entry in data.get("regions", {}).items():
+            if region == name:
+                entry.update(alive=False, state=ORCHESTRATOR_DEAD, last_heartbeat_s=None)
+            elif entry.get("alive"):
+                entry.update(state=ORCHESTRATOR_DEAD, last_heartbeat_s=None)
+        tmp = regions_path.with_name(f"{regions_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, regions_path)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return
 
 
 def region_main(
@@ -254,22 +406,49 @@ def region_main(
     parent_pid: int,
     options: dict[str, Any] | None = None,
 ) -> None:
-    """Entry point of a spawned region process."""
+    """Entry point of a spawned region process. ``role`` names a shell of :data:`SHELLS`, or
+    is itself ``"module:Class"`` (a shell defined elsewhere, e.g. a test's broken region)."""
     # Ctrl-C and a closed terminal are the orchestrator's to handle (staged shutdown)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    placement = (options or {}).get("placement")
-    failed = apply_placement(placement)  # the cores first: everything after runs there
-    if failed:
-        options = {**(options or {}), "placement_failed": failed}
-    if placement and placement["device"] != spec_dict["device"]:
-        spec_dict = {**spec_dict, "device": placement["device"]}  # this region's device
-    module, _, cls = SHELLS[role].partition(":")
-    shell_cls = getattr(importlib.import_module(module), cls)
-    shell = shell_cls(name, RunSpec(**spec_dict), run_path, endpoints, parent_pid, options)
-    code = shell.main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    shell: RegionShell | None = None
+    code = 1
+    try:
+        watched = parent_pid
+        lifeline = None
+        if (options or {}).get("started_by") == template.TEMPLATE:
+            try:
+                watched, lifeline = template.leave_template(options or {}, parent_pid)
+            except template.OrchestratorGone:
+                raise Terminated(orphaned=True) from None
+            options = {**(options or {}), "watched_pid": watched}
+        watch_parent(watched)  # first: a dead orchestrator must not wait for torch's import
+        if lifeline is not None:
+            template.watch_lifeline(lifeline)
+        placement = (options or {}).get("placement")
+        failed = apply_placement(placement)  # the cores first: everything after runs there
+        if failed:
+            options = {**(options or {}), "placement_failed": failed}
+        if placement and placement["device"] != spec_dict["device"]:
+            spec_dict = {**spec_dict, "device": placement["device"]}  # this region's device
+        module, _, cls = SHELLS.get(role, role).partition(":")
+        shell_cls = getattr(importlib.import_module(module), cls)
+        shell = shell_cls(name, RunSpec(**spec_dict), run_path, endpoints, parent_pid, options)
+        code = shell.main()
+    except BaseException as exc:  # before main() took over: nothing bound, nothing to save
+        terminated = termination(exc)
+        if terminated is None:  # the shell could not even be built: one line, the exit code
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write(f"ccdni {name}: cannot start: {type(exc).__name__}: {exc}\n")
+        elif terminated.orphaned:
+            code = ORPHANED_EXIT_CODE
+            remove_socket_files([], endpoints)
+            mark_orchestrator_dead(RunDirectory(run_path).regions_path, parent_pid, name)
+        else:
+            code = TERMINATED_EXIT_CODE
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
     os._exit(code)  # everything is saved and closed: skip the slow interpreter teardown
 
 

@@ -24,7 +24,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-TASKS = ("target-reaching", "seqmnist", "c-seqmnist", "dd-seqmnist", "ld-seqmnist")
+TASKS = ("target-reaching", "seqmnist", "c-seqmnist", "dd-seqmnist", "ld-seqmnist", "captions")
 MODELS = ("lstm", "cc-dni", "scc-dni", "zero-dni")
 DNI_MODELS = ("cc-dni", "scc-dni")  # the paper's models with a learning cerebellum
 TIMINGS = ("lockstep", "wait", "stale")
@@ -36,6 +36,14 @@ BACKWARD_UNLOCKED_MODES = ("backward-unlocked", "fully-unlocked")  # ĝ_k from t
 FORWARD_UNLOCKED_MODES = ("forward-unlocked", "fully-unlocked")  # ĥ_k from the cerebellum
 CHAIN_INPUT_SIZE = 28 * 28  # a chain's network input x: a flattened MNIST image
 LESIONABLE = ("cerebellum", "olive")
+# steps of one sequence of each single-area task (its ``n_steps``; tests check them against the
+# tasks): with a truncation T ≥ this, every sequence is one truncation whose end has no future,
+# so a DNI area would never consult its cerebellum — refused
+SEQUENCE_STEPS = {
+    "target-reaching": 10,
+    "captions": 22,  # image, <bos>, at most 20 words
+    **{task: 28 for task in TASKS if task.endswith("seqmnist")},
+}
 
 
 class SpecError(ValueError):
@@ -65,9 +73,30 @@ class RunSpec:
     n_validation: int = _f(70, "Target reaching: validation examples (10 per class by default).")
     gamma: int = _f(1, "ld-seqMNIST loss sparsity: a loss every gamma steps (1, 5 or 8).")
     data_dir: str = _f("", "MNIST root (holding MNIST/raw). Empty: $CCDNI_DATA, else ./data.")
-    train_subset: int = _f(0, "seqMNIST: use only this many training examples (0: all 48 000).")
-    val_subset: int = _f(0, "seqMNIST: use only this many validation examples (0: all 12 000).")
+    train_subset: int = _f(
+        0,
+        "seqMNIST: use only this many training examples (0: all 48 000). Captions: only the "
+        "first this many training images, with all their captions (0: all).",
+    )
+    val_subset: int = _f(
+        0,
+        "seqMNIST: use only this many validation examples (0: all 12 000). Captions: only the "
+        "first this many validation images (0: all).",
+    )
     download: bool = _f(False, "seqMNIST: download MNIST with torchvision when it is missing.")
+    captions_dir: str = _f(
+        "",
+        "Captions: a corpus folder in COCO format (captions_SPLIT.json and features_SPLIT.npy "
+        "for SPLIT in train, val, test; optional vocab.json). Empty: the MNIST-scene corpus "
+        "cached under the data directory, DATA/captions/mnist-scenes (built by 'python "
+        "launch.py captions-corpus').",
+    )
+    captions_per_image: int = _f(
+        0,
+        "Captions: training captions per image and epoch. 0: every caption (an epoch is every "
+        "image–caption pair, as in the paper); n ≥ 1: n of each image's captions, drawn afresh "
+        "every epoch.",
+    )
 
     # --- cortical area --------------------------------------------------------------------
     model: str = _f(
@@ -200,6 +229,11 @@ class RunSpec:
         "block + K + mode + seed).",
     )
     figures: bool = _f(True, "Draw the PNG figures at the end of the run.")
+    tensorboard: bool = _f(
+        False,
+        "Also write every metric as TensorBoard scalars (REGION/FIELD per epoch) into "
+        "RUN/tensorboard/ (needs the tensorboard extra: pip install -e '.[tensorboard]').",
+    )
     record_epochs: str = _f(
         "",
         "Epochs (0-based) at which the area records correlations into its metrics: r_h and "
@@ -259,6 +293,8 @@ class RunSpec:
             raise SpecError(f"cerebellum_layers must be 1 or 2, got {self.cerebellum_layers}")
         if self.n_targets < 1:
             raise SpecError(f"n_targets must be at least 1, got {self.n_targets}")
+        if self.captions_per_image < 0:
+            raise SpecError(f"captions_per_image must be ≥ 0, got {self.captions_per_image}")
         if self.gamma < 1:
             raise SpecError(f"gamma must be at least 1, got {self.gamma}")
         if self.sparsity_k < 0 or (self.model == "scc-dni" and self.sparsity_k > self.state_size):
@@ -270,7 +306,7 @@ class RunSpec:
         if self.n_validation < 1 or self.train_subset < 0 or self.val_subset < 0:
             raise SpecError("n_validation must be ≥ 1 and the subsets ≥ 0")
         if (
-            self.task != "target-reaching"
+            self.task not in ("target-reaching", "captions")  # captions: images, not pairs
             and self.train_subset
             and self.train_subset < self.batch_size
         ):
@@ -283,8 +319,11 @@ class RunSpec:
                 raise SpecError(f"chain_max_lag must be ≥ -1, got {self.chain_max_lag}")
             if self.chain_areas < 2:
                 raise SpecError(f"chain_areas must be at least 2, got {self.chain_areas}")
-            if self.inprocess:
-                raise SpecError("topology chain runs as processes only")
+            if self.timing == "lockstep" and self.uses_cerebellum and self.chain_max_lag < 0:
+                raise SpecError(
+                    f"timing lockstep with chain_mode {self.chain_mode} needs chain_max_lag ≥ 0: "
+                    "the lag window is what makes the cerebellum's answers deterministic"
+                )
             if self.chain_mode in FORWARD_UNLOCKED_MODES and self.chain_max_lag < 0:
                 raise SpecError(
                     f"chain_mode {self.chain_mode} needs chain_max_lag ≥ 0: nothing else "
@@ -309,6 +348,19 @@ class RunSpec:
 
         if self.record_epochs:
             self.recorded_epochs  # noqa: B018 - parses and validates
+
+        steps = SEQUENCE_STEPS.get(self.task)
+        if (
+            self.topology == "single"
+            and self.uses_cerebellum
+            and steps
+            and self.truncation >= steps
+        ):
+            raise SpecError(
+                f"truncation={self.truncation} with model {self.model}: a {self.task} sequence "
+                f"has {steps} steps, so it would be one truncation and the cerebellum would never "
+                f"be consulted (use truncation < {steps}, or model lstm)"
+            )
 
         if self.ablate:
             for _region, epoch in self.ablation_schedule:
@@ -401,6 +453,11 @@ class RunSpec:
         return self.interfaces
 
     @property
+    def area_role(self) -> str:
+        """The cortical areas' process shell (``ccdni.base.region.SHELLS``)."""
+        return "chain-area" if self.topology == "chain" else "area"
+
+    @property
     def interface_io(self) -> dict[str, tuple[int, int]]:
         """(input, output) size of each interface's synthesiser: the efference it reads and
         the prediction (= target, climbing-fibre error) it writes. Single area: (2H, 2H);
@@ -448,6 +505,13 @@ class RunSpec:
         return Path(self.data_dir or os.environ.get("CCDNI_DATA", "") or "data")
 
     @property
+    def resolved_captions_dir(self) -> Path:
+        """The caption corpus: ``captions_dir``, else DATA/captions/mnist-scenes."""
+        if self.captions_dir:
+            return Path(self.captions_dir)
+        return self.resolved_data_dir / "captions" / "mnist-scenes"
+
+    @property
     def default_run_name(self) -> str:
         if self.topology == "chain":
             block = "" if self.chain_block == "ff" else f"-{self.chain_block}"
@@ -470,8 +534,18 @@ SEQMNIST_PRESET: dict[str, Any] = {
     "epochs": 25,  # as in the paper
     "truncation": 5,
 }
+CAPTIONS_PRESET: dict[str, Any] = {
+    "hidden": 256,  # as in the paper
+    "cerebellum_hidden": 1024,  # as in the paper
+    "cerebellum_layers": 2,  # as in the paper
+    "batch_size": 100,  # as in the paper
+    "lr": 1e-3,  # as in the paper
+    "epochs": 10,  # the paper's learning curves (Fig. 4b) run for 10 epochs
+    "truncation": 4,  # Fig. 4b's T
+}
 PRESETS: dict[str, dict[str, Any]] = {
     "target-reaching": {},
+    "captions": CAPTIONS_PRESET,
     **{task: SEQMNIST_PRESET for task in TASKS if task.endswith("seqmnist")},
 }
 CUE_PRESETS: dict[str, dict[str, Any]] = {"28d-noisy": {"hidden": 30}}  # as in the paper

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
 import math
 import sys
 from collections import defaultdict
@@ -44,7 +43,11 @@ from typing import Any
 
 import numpy as np
 
+from ccdni.base.rundir import RunDirectory
+from ccdni.reporting import style
 from ccdni.reporting.plotting import plt
+from ccdni.reporting.stats import mean_sem as _mean_sem
+from ccdni.reporting.tables import fmt, table_lines
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,7 +55,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 METRICS = ("last5_val_error_pct", "last5_val_mse_x100", "last5_val_mse")
-MODEL_COLOURS = {"lstm": "grey", "cc-dni": "tab:orange", "scc-dni": "tab:cyan"}  # as in the paper
+MODEL_COLOURS = style.MODEL_COLOURS
+REFERENCES = ("lstm", "zero-dni")  # models without a learning cerebellum: no M/N, no K
 FACTOR_LABELS = {
     "mn": "M/N",
     "arch": "K",
@@ -88,6 +92,10 @@ class Run:
 
     @property
     def arch(self) -> str:
+        """'lstm', 'zero-dni' (the control: its cerebellum never learns, so M and K do not
+        matter), 'full' (dense cc-dni) or K of scc-dni."""
+        if self.model == "zero-dni":
+            return "zero-dni"
         return str(self.row.get("architecture") or "")
 
     @property
@@ -98,6 +106,8 @@ class Run:
         if key == "arch":
             return self.arch or None
         if key == "mn":
+            if self.arch in REFERENCES:
+                return None
             mn = self.row.get("expansion_ratio")
             return mn if isinstance(mn, float) and math.isfinite(mn) else None
         value = self.row.get(key)
@@ -108,17 +118,9 @@ class Run:
         return float(value) if isinstance(value, (int, float)) else math.nan
 
     def metrics(self) -> list[dict[str, Any]]:
-        """The area's per-epoch records."""
+        """The scored area's per-epoch records."""
         if self._metrics is None:
-            records = []
-            path = self.path / "metrics.jsonl"
-            if path.exists():
-                for line in path.read_text().splitlines():
-                    if line.strip():
-                        record = json.loads(line)
-                        if str(record.get("region", "")).startswith("area") and "epoch" in record:
-                            records.append(record)
-            self._metrics = records
+            self._metrics = RunDirectory(self.path).epoch_records()
         return self._metrics
 
     def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -197,10 +199,12 @@ def _key(value: Any) -> Any:
 
 
 def arch_order(value: Any) -> tuple[int, float, str]:
-    """LSTM first, then K ascending, dense ('full') last."""
+    """LSTM first, then zero-DNI, then K ascending, dense ('full') last."""
     text = str(value)
     if text == "lstm":
         return (0, 0.0, text)
+    if text == "zero-dni":
+        return (0, 1.0, text)
     if text == "full":
         return (2, 0.0, text)
     try:
@@ -218,25 +222,21 @@ def sort_values(factor: str, values: Iterable[Any]) -> list[Any]:
 
 def arch_label(value: Any) -> str:
     text = str(value)
-    return {"lstm": "LSTM", "full": "cc-dni (K full)"}.get(text, f"scc-dni K={text}")
+    return {"lstm": "LSTM", "zero-dni": "zero-DNI (control)", "full": "cc-dni (K full)"}.get(
+        text, f"scc-dni K={text}"
+    )
 
 
 def arch_colour(value: Any, sparse_values: list[Any]) -> Any:
     text = str(value)
-    if text == "lstm":
-        return MODEL_COLOURS["lstm"]
+    if text in REFERENCES:
+        return MODEL_COLOURS[text]
     if text == "full":
         return MODEL_COLOURS["cc-dni"]
     if len(sparse_values) <= 1:
         return MODEL_COLOURS["scc-dni"]
     shades = plt.get_cmap("winter")(np.linspace(0.25, 1.0, len(sparse_values)))
     return shades[sparse_values.index(value)] if value in sparse_values else "tab:cyan"
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    if isinstance(value, float):
-        return "—" if not math.isfinite(value) else f"{value:.{digits}g}"
-    return str(value)
 
 
 def factor_text(factor: str, value: Any) -> str:
@@ -246,11 +246,9 @@ def factor_text(factor: str, value: Any) -> str:
 
 
 def mean_sem(values: Iterable[float]) -> tuple[float, float, int]:
-    data = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
-    if data.size == 0:
-        return math.nan, math.nan, 0
-    sem = float(data.std(ddof=1) / math.sqrt(data.size)) if data.size > 1 else math.nan
-    return float(data.mean()), sem, int(data.size)
+    """(mean, s.e.m., n) of the finite values (see :func:`ccdni.reporting.stats.mean_sem`)."""
+    result = _mean_sem(values)
+    return result.mean, result.sem, result.n
 
 
 def curve_stats(runs: list[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -280,7 +278,7 @@ def _save(fig: Any, path: Path) -> Path:
 
 def heatmap(runs: list[Run], factors: list[str], metric: str, out: Path) -> Path | None:
     """Mean final error on the M/N × K grid (one panel per value of the other factors)."""
-    dni = [r for r in runs if r.arch not in ("lstm", "")]
+    dni = [r for r in runs if r.arch not in (*REFERENCES, "")]
     if "mn" not in factors or not dni:
         return None
     mns = sort_values("mn", [r.value("mn") for r in dni])
@@ -325,10 +323,11 @@ def heatmap(runs: list[Run], factors: list[str], metric: str, out: Path) -> Path
         ax.set_yticks(range(len(mns)), [fmt(m) for m in mns])
         ax.set_xlabel("K (inputs per granule unit; * dense)")
         ax.set_ylabel("M/N")
-        lstm = mean_sem(r.error for r in members if r.arch == "lstm")
         title = ", ".join(factor_text(f, v) for f, v in zip(others, group_key))
-        if lstm[2]:
-            title = (title + "\n" if title else "") + f"LSTM: {lstm[0]:.3g}"
+        for ref in REFERENCES:
+            stats = mean_sem(r.error for r in members if r.arch == ref)
+            if stats[2]:
+                title = (title + "\n" if title else "") + f"{arch_label(ref)}: {stats[0]:.3g}"
         ax.set_title(title, fontsize=9)
         fig.colorbar(image, ax=ax, label=metric, shrink=0.85)
     fig.tight_layout()
@@ -358,11 +357,13 @@ def learning_curves(runs: list[Run], factors: list[str], key: str, out: Path) ->
     """Validation error per epoch, mean ± s.e.m. over seeds, in a grid of panels."""
     if not any(r.series(key)[0].size > 1 for r in runs):
         return None
-    sparse = [a for a in sort_values("arch", [r.arch for r in runs]) if a not in ("lstm", "full")]
+    sparse = [
+        a for a in sort_values("arch", [r.arch for r in runs]) if a not in (*REFERENCES, "full")
+    ]
     cell_grid = "mn" in factors and "arch" in factors
     if cell_grid:  # S3a: rows M/N, columns K; each panel its cell and the LSTM reference
         row_factors = [f for f in factors if f != "arch"]
-        col_values = [a for a in sort_values("arch", [r.arch for r in runs]) if a != "lstm"]
+        col_values = [a for a in sort_values("arch", [r.arch for r in runs]) if a not in REFERENCES]
         hue = None
     else:
         panel_factors = [f for f in factors if f != "arch"]
@@ -392,6 +393,7 @@ def learning_curves(runs: list[Run], factors: list[str], key: str, out: Path) ->
                 arch = col_key[0]
                 lines = {
                     "lstm": [r for r in row_runs if r.arch == "lstm"],
+                    "zero-dni": [r for r in row_runs if r.arch == "zero-dni"],
                     arch: [r for r in row_runs if r.arch == arch],
                 }
                 title = [factor_text(f, v) for f, v in zip(row_factors, row_key)]
@@ -448,7 +450,7 @@ def paired_gain(runs: list[Run], factors: list[str]) -> list[dict[str, Any]]:
     others = [f for f in factors if f != "arch"]
     by_key: dict[tuple, dict[str, Run]] = defaultdict(dict)
     for r in runs:
-        if r.arch in ("lstm", ""):
+        if r.arch in (*REFERENCES, ""):
             continue
         key = (*(_key(r.value(f)) for f in others), r.row.get("seed"))
         by_key[key]["full" if r.arch == "full" else f"K={r.arch}"] = r
@@ -489,7 +491,9 @@ def correlation_vs_error(
     pairs = paired_gain(have, factors)
     n_panels = 3 if pairs else 2
     fig, axes = plt.subplots(1, n_panels, figsize=(4.0 * n_panels, 3.4), squeeze=False)
-    sparse = [a for a in sort_values("arch", [r.arch for r in have]) if a not in ("lstm", "full")]
+    sparse = [
+        a for a in sort_values("arch", [r.arch for r in have]) if a not in (*REFERENCES, "full")
+    ]
     for ax, key, label in zip(axes[0], ("r_h_first", "r_pop_h_first"), ("$r_h$", "$r_{pop,h}$")):
         for arch in sort_values("arch", [r.arch for r in have]):
             members = [r for r in have if r.arch == arch]
@@ -528,7 +532,7 @@ def correlation_vs_error(
 
 def feedback_correlation(runs: list[Run], out: Path) -> Path | None:
     """r_g and r_pop_g over the recorded epochs per cerebellum; mean r_g vs r_h per run."""
-    have = [r for r in runs if r.arch not in ("lstm", "") and r.series("r_g")[0].size]
+    have = [r for r in runs if r.arch not in (*REFERENCES, "") and r.series("r_g")[0].size]
     if not have:
         return None
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
@@ -569,7 +573,9 @@ def error_vs_truncation(runs: list[Run], factors: list[str], metric: str, out: P
     others = [f for f in factors if f not in ("truncation", "arch")]
     groups = _groups(runs, others)
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
-    sparse = [a for a in sort_values("arch", [r.arch for r in runs]) if a not in ("lstm", "full")]
+    sparse = [
+        a for a in sort_values("arch", [r.arch for r in runs]) if a not in (*REFERENCES, "full")
+    ]
     for ax, (group_key, members) in zip(axes[0], groups.items()):
         for arch in sort_values("arch", [r.arch for r in members]):
             ts = sort_values("truncation", [r.value("truncation") for r in members])
@@ -599,9 +605,7 @@ def error_vs_truncation(runs: list[Run], factors: list[str], metric: str, out: P
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return lines
+    return table_lines(header, rows)
 
 
 def condition_table(runs: list[Run], factors: list[str]) -> list[str]:
@@ -647,7 +651,7 @@ def mn_k_table(runs: list[Run], factors: list[str], metric: str) -> list[str]:
 
 
 def _mn_k_cells(runs: list[Run], metric: str) -> list[str]:
-    dni = [r for r in runs if r.arch not in ("lstm", "")]
+    dni = [r for r in runs if r.arch not in (*REFERENCES, "")]
     mns = sort_values("mn", [r.value("mn") for r in dni])
     archs = sort_values("arch", [r.arch for r in dni])
     if len(mns) * len(archs) < 2:
@@ -668,12 +672,14 @@ def _mn_k_cells(runs: list[Run], metric: str) -> list[str]:
         rows.append(row)
     lines = [f"Mean ± s.e.m. over seeds of `{metric}`; best cell in bold.", ""]
     lines += _table(header, rows)
-    lstm = mean_sem(r.error for r in runs if r.arch == "lstm")
-    if lstm[2]:
-        lines += [
-            "",
-            f"LSTM (no cerebellum): {fmt(lstm[0], 4)} ± {fmt(lstm[1], 2)} ({lstm[2]} seeds).",
-        ]
+    for ref, what in (("lstm", "no cerebellum"), ("zero-dni", "cerebellum frozen at 0")):
+        stats = mean_sem(r.error for r in runs if r.arch == ref)
+        if stats[2]:
+            lines += [
+                "",
+                f"{arch_label(ref)} ({what}): {fmt(stats[0], 4)} ± {fmt(stats[1], 2)} "
+                f"({stats[2]} seeds).",
+            ]
     if best is not None:
         ranked = sorted(finite, key=lambda k: finite[k][0])
         top = ", ".join(f"M/N={fmt(k[0])} K={k[1]}" for k in ranked[:3])

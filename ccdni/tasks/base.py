@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
+    from areas.cortex import CorticalArea
     from ccdni.base.spec import RunSpec
 
 
@@ -22,12 +23,16 @@ class Batch:
     classification it is ``(B, N)`` long (the label repeated at every step).
     ``loss_steps`` is ``(N,)`` bool: which steps carry a task loss.
     ``labels`` is ``(B,)`` long: the class of each example (digit, cue), for figures.
+    ``score_mask`` is ``(B, N)`` bool or None: when examples differ in which steps are scored
+    (captions of different lengths, padded), the steps scored for each example; ``loss_steps``
+    is then its ``any`` over the batch. None: every example is scored at ``loss_steps``.
     """
 
     inputs: torch.Tensor
     targets: torch.Tensor
     loss_steps: torch.Tensor
     labels: torch.Tensor
+    score_mask: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -43,6 +48,7 @@ class Batch:
             self.targets.to(device),
             self.loss_steps.to(device),
             self.labels.to(device),
+            None if self.score_mask is None else self.score_mask.to(device),
         )
 
 
@@ -86,17 +92,31 @@ class Task(ABC):
         """Number of training batches per epoch."""
         return 1
 
-    def step_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Per-step task losses ``ℓ_t`` for outputs ``(B, t, O)``; returns ``(t,)``."""
+    def build_area(self, spec: RunSpec) -> CorticalArea | None:
+        """The task's own cortical network (a ``CorticalArea`` subclass: same state [h; c], same
+        ``forward(inputs (B, t, I), state (B, 2H)) → outputs, hiddens, state``), or None for
+        the plain LSTM area."""
+        return None
+
+    def evaluation_weight(self, batch: Batch) -> int:
+        """What a batch's metrics weigh in the validation average: its examples by default."""
+        return batch.size
+
+    def element_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-example, per-step losses for outputs ``(B, t, O)``; returns ``(B, t)``."""
         if self.loss_kind == "mse":
-            # squared distance summed over output dims, mean over the batch: a static model at
-            # the origin scores 100 on a circle of radius 10, as in the paper
-            return ((outputs - targets) ** 2).sum(dim=2).mean(dim=0)  # (t,)
+            # squared distance summed over output dims: a static model at the origin scores
+            # 100 on a circle of radius 10, as in the paper
+            return ((outputs - targets) ** 2).sum(dim=2)  # (B, t)
         b, t, o = outputs.shape
         losses = F.cross_entropy(
             outputs.reshape(b * t, o), targets.reshape(b * t), reduction="none"
         )
-        return losses.reshape(b, t).mean(dim=0)  # (t,)
+        return losses.reshape(b, t)  # (B, t)
+
+    def step_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-step task losses ``ℓ_t`` for outputs ``(B, t, O)``, mean over the batch: ``(t,)``."""
+        return self.element_losses(outputs, targets).mean(dim=0)  # (t,)
 
     def truncation_loss(
         self, outputs: torch.Tensor, batch: Batch, start: int, stop: int
@@ -105,7 +125,15 @@ class Task(ABC):
 
         None when no step of the truncation is scored: there is no task loss, hence no task
         gradient. (A zero-valued loss would be a *zero* gradient, which Adam still steps on.)
+        With a per-example ``score_mask`` the loss is the truncation's scored losses summed over
+        the batch's scored (example, step) pairs: the mean per scored step (per word).
         """
+        if batch.score_mask is not None:
+            scored = batch.score_mask[:, start:stop]  # (B, t)
+            if not bool(scored.any()):
+                return None
+            losses = self.element_losses(outputs, batch.targets[:, start:stop])  # (B, t)
+            return losses[scored].sum() / batch.score_mask.sum()
         mask = batch.loss_steps[start:stop]
         n_scored = int(batch.loss_steps.sum())
         if not bool(mask.any()):
@@ -133,6 +161,10 @@ def task_class(name: str) -> type[Task]:
         from ccdni.tasks.target_reaching import TargetReaching
 
         return TargetReaching
+    if name == "captions":
+        from ccdni.tasks.captions.task import CaptionTask
+
+        return CaptionTask
     from ccdni.tasks.seqmnist import TASK_CLASSES
 
     if name not in TASK_CLASSES:
@@ -153,6 +185,10 @@ def build_task(spec: RunSpec) -> Task:
         from ccdni.tasks.target_reaching import TargetReaching
 
         return TargetReaching.from_spec(spec)
+    if spec.task == "captions":
+        from ccdni.tasks.captions.task import build_caption_task
+
+        return build_caption_task(spec)
     from ccdni.tasks.seqmnist import build_seqmnist_task
 
     return build_seqmnist_task(spec)
