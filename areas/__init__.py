@@ -1,1 +1,1 @@
-"""Cortical areas: LSTM networks trained with truncated BPTT (DESIGN §3)."""
+"""Cortical areas: LSTM networks trained with truncated BPTT."""

@@ -1,4 +1,4 @@
-"""The cortical area's maths, free of sockets (DESIGN §3).
+"""The cortical area's maths, free of sockets.
 
 One truncation k covering steps (a, b]:
 
@@ -263,6 +263,8 @@ class AreaCore:
             derived_seed(spec.seed, f"{interface}/data")
         )
         self.epoch = 0  # next epoch to run
+        self.batches_done = 0  # training batches of the current epoch done (for progress)
+        self.batches_per_epoch = task.n_train_batches()
         self.recorded_epochs = spec.recorded_epochs  # correlations recorded at these epochs
 
     def run_epoch(
@@ -279,6 +281,7 @@ class AreaCore:
         feedback: list[torch.Tensor] = []  # ĝ of the epoch's first batch, each (B, 2H)
         started = time.perf_counter()
         steps_before = self.learner.steps
+        self.batches_done = 0
         self.area.train()
         for b, batch in enumerate(self.task.train_batches(self.epoch, self.data_generator)):
             batch = batch.to(self.device)
@@ -305,6 +308,7 @@ class AreaCore:
                     on_truncation()
             counters.train_loss_sum += sequence.loss
             counters.batches += 1
+            self.batches_done = counters.batches
         train_seconds = time.perf_counter() - started
         metrics = {
             "epoch": self.epoch,

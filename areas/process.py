@@ -208,6 +208,10 @@ class AreaShell(RegionShell):
             self.tick()
             self.drain_control(0.1)
 
+    def batch_progress(self) -> tuple[int, int]:
+        core = getattr(self, "core", None)
+        return (core.batches_done, core.batches_per_epoch) if core is not None else (0, 0)
+
     def scheduled_lesions(self) -> None:
         """Ask the orchestrator to kill the regions scheduled for this epoch; wait for it."""
         if self.link is None:

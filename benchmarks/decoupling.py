@@ -32,6 +32,7 @@ from ccdni.base.logs import configure_logging
 from ccdni.base.rundir import RunDirectory
 from ccdni.base.spec import CHAIN_MODES, SpecError, load_spec
 from ccdni.tasks.mnist_data import DataMissingError
+from orchestrator.cli import ScriptParser, add_data_arguments
 from orchestrator.launcher import Supervisor
 from orchestrator.placement import available_cores, plan_placement, region_names
 from orchestrator.progress import Progress
@@ -69,6 +70,7 @@ def bench_spec(args: argparse.Namespace, mode: str, runs_dir: str = "runs", suff
         chain_max_lag=args.max_lag,
         seed=args.seed,
         data_dir=args.data_dir,
+        download=args.download,
         pin_cores=args.pin_cores,
         area_devices=args.area_devices,
         device=args.device,
@@ -304,7 +306,7 @@ def parse_modes(text: str) -> tuple[str, ...]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--areas", type=int, default=2, help="K areas in the chain")
     parser.add_argument(
         "--mode",
@@ -358,6 +360,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--data-dir", default="", help="folder holding MNIST/raw (default: $CCDNI_DATA, ./data)"
     )
+    add_data_arguments(parser, data_dir=False)  # --download
     parser.add_argument("--runs-dir", default="", help="keep the runs here (default: temporary)")
     parser.add_argument("--json", default="", help="also write every number to this JSON file")
     parser.add_argument(

@@ -68,6 +68,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.cli import ScriptParser
+
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = (
     "kill-startup",
@@ -145,20 +147,29 @@ def tagged(tag: str) -> list[int]:
     return found
 
 
+def children() -> set[int]:
+    """This script's child processes (its threads' ``children`` lists, or a scan of /proc)."""
+    found: set[int] = set()
+    try:
+        for task in os.listdir("/proc/self/task"):
+            found.update(map(int, Path(f"/proc/self/task/{task}/children").read_text().split()))
+        return found
+    except OSError:  # no CONFIG_PROC_CHILDREN: every process whose parent is this one
+        me = str(os.getpid()).encode()
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            stat = read_proc(int(entry), "stat")
+            if stat and stat.rsplit(b")", 1)[1].split()[1] == me:
+                found.add(int(entry))
+        return found
+
+
 def reap_orphans(stop: threading.Event) -> None:
     """Wait for the zombies re-parented to this script (its own children wait for theirs)."""
-    me = str(os.getpid()).encode()
     while not stop.wait(0.05):
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            stat = read_proc(int(entry), "stat")
-            if not stat:
-                continue
-            fields = stat.rsplit(b")", 1)[1].split()
-            if fields[0] == b"Z" and fields[1] == me and int(entry) not in POPENED:
+        for pid in children() - POPENED:
+            if state_of(pid) == "Z":
                 with contextlib.suppress(ChildProcessError, OSError):
-                    os.waitpid(int(entry), os.WNOHANG)
+                    os.waitpid(pid, os.WNOHANG)
 
 
 POPENED: set[int] = set()  # pids of this script's own subprocesses (Popen waits for them)
@@ -298,6 +309,16 @@ class Scenario:
         except ScenarioError:
             return []  # being written: read again
 
+    def area_count(self) -> int:
+        """How many epochs of the area metrics.jsonl holds (cheap: for polling)."""
+        path = self.run / "metrics.jsonl"
+        data = path.read_bytes() if path.exists() else b""
+        return sum(
+            1
+            for line in data.split(b"\n")[:-1]
+            if b'"region": "area0"' in line and b'"epoch": ' in line
+        )
+
     def area(self) -> list[dict[str, Any]]:
         return [
             r
@@ -361,6 +382,9 @@ class Scenario:
         if rc == 2 and recorded == 0 and lines and "never finished an epoch" in lines[-1]:
             self.outcome.notes.append("nothing to resume (no epoch was recorded)")
             return
+        if rc == 2 and recorded == self.epochs and lines and "already completed" in lines[-1]:
+            self.outcome.notes.append("nothing to resume (every epoch was recorded)")
+            return
         if rc != 0:
             raise ScenarioError(f"resume ended with {rc}: {lines[-1] if lines else ''}")
 
@@ -416,7 +440,7 @@ def kill_mid_epoch(sc: Scenario) -> None:
     region, after = sc.rng.choice(REGIONS), sc.rng.randint(1, sc.epochs - 2)
     sc.outcome.detail = f"kill -9 {region} during epoch {after} ({sc.timing})"
     process = sc.popen(sc.command())
-    reached = sc.until(lambda: len(sc.area()) >= after, 120, step=0.002)
+    reached = sc.until(lambda: sc.area_count() >= after, 120, step=0.002)
     time.sleep(sc.rng.uniform(0.0, 0.05))
     spawn = sc.spawned(region)
     at = sc.kill(spawn["pid"]) if reached and spawn else None
@@ -502,7 +526,7 @@ def stop_cont(sc: Scenario) -> None:
         sc.outcome.hit = not any(e["event"] == "all_ready" for e in sc.events())
     elif moment == "mid-run":
         after = sc.rng.randint(1, max(1, sc.epochs - 3))
-        sc.outcome.hit = bool(sc.until(lambda: len(sc.area()) >= after, 120, step=0.002))
+        sc.outcome.hit = bool(sc.until(lambda: sc.area_count() >= after, 120, step=0.002))
     else:
         sc.outcome.hit = bool(
             sc.until(lambda: [e for e in sc.events() if e["event"] == "done"], 120, step=0.002)
@@ -530,7 +554,7 @@ def kill_orchestrator(sc: Scenario) -> None:
     sc.outcome.detail = f"kill -9 the orchestrator at {moment} ({sc.timing})"
     process = sc.popen(sc.command())
     if moment == "before-spawn":  # while it waits for the regions' template to import
-        sc.until(lambda: any(e["event"] == "placement" for e in sc.events()), 60)
+        sc.until(lambda: (sc.run / "spec.toml").exists(), 60)
         time.sleep(sc.rng.uniform(0.0, 1.0))
         sc.outcome.hit = sc.spawned("area0") is None
     elif moment == "start-up":
@@ -539,7 +563,7 @@ def kill_orchestrator(sc: Scenario) -> None:
         sc.outcome.hit = not any(e["event"] == "all_ready" for e in sc.events())
     else:
         after = sc.rng.randint(1, max(1, sc.epochs - 3))
-        sc.outcome.hit = bool(sc.until(lambda: len(sc.area()) >= after, 120, step=0.002))
+        sc.outcome.hit = bool(sc.until(lambda: sc.area_count() >= after, 120, step=0.002))
     pids = [e["pid"] for e in sc.events() if e["event"] == "spawn"]
     ended = any(e["event"] == "run_end" for e in sc.events())
     at = sc.kill(process.pid)
@@ -611,7 +635,7 @@ def tree(root: Path) -> dict[str, bytes | None]:
 def bad_checkpoint(sc: Scenario, missing: bool) -> None:
     process = sc.popen(sc.command())
     after = sc.rng.randint(3, max(3, sc.epochs - 3))
-    sc.until(lambda: len(sc.area()) >= after, 120, step=0.005)
+    sc.until(lambda: sc.area_count() >= after, 120, step=0.005)
     spawn = sc.spawned("area0")
     at = sc.kill(spawn["pid"]) if spawn else None
     rc, err = sc.wait(process)
@@ -846,8 +870,22 @@ def print_table(table: dict[str, dict[str, Any]]) -> None:
     )
 
 
+def write_json(path: Path, command: str, wall: float, outcomes: list[Outcome]) -> None:
+    """The results so far (the table, every scenario, the failures) as JSON, atomically."""
+    report = {
+        "command": command,
+        "wall_seconds": round(wall, 1),
+        "classes": summarise(outcomes),
+        "scenarios": [asdict(o) for o in outcomes],
+        "failures": [asdict(o) for o in outcomes if not o.survived],
+    }
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(json.dumps(report, indent=2) + "\n")
+    partial.replace(path)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ScriptParser(
         prog="python -m benchmarks.faults",
         description="Run N randomised fault-injection scenarios (kill -9 and SIGSTOP/SIGCONT of "
         "every region at random moments, a dead orchestrator, damaged and missing checkpoints "
@@ -899,7 +937,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep the run directories of scenarios that survived (failed ones are always kept)",
     )
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    parser.add_argument(
+        "--json",
+        metavar="FILE",
+        help="also write the results as JSON to FILE (rewritten after every scenario)",
+    )
     return parser
 
 
@@ -924,6 +966,7 @@ def main(argv: list[str] | None = None) -> int:
         rng.shuffle(batch)
         order += batch
     order = order[: args.n]
+    command = "python -m benchmarks.faults " + " ".join(argv if argv is not None else sys.argv[1:])
     stop = threading.Event()
     reaper = threading.Thread(target=reap_orphans, args=(stop,), daemon=True)
     reaper.start()
@@ -944,10 +987,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"{outcome.detail}  {outcome.why}".rstrip(),
                     flush=True,
                 )
+                if args.json:  # after every scenario: an interrupted run keeps what it found
+                    write_json(Path(args.json), command, time.monotonic() - started, outcomes)
     finally:
         stop.set()
     table = summarise(outcomes)
-    command = "python -m benchmarks.faults " + " ".join(argv if argv is not None else sys.argv[1:])
     wall = time.monotonic() - started
     print()
     print(f"{command}  ({len(outcomes)} scenarios in {wall / 60:.1f} min, work dir {work})")
@@ -955,19 +999,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(table)
     failures = [asdict(o) for o in outcomes if not o.survived]
     if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {
-                    "command": command,
-                    "wall_seconds": round(wall, 1),
-                    "classes": table,
-                    "scenarios": [asdict(o) for o in outcomes],
-                    "failures": failures,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        write_json(Path(args.json), command, wall, outcomes)
     if not args.keep and not failures and not args.work_dir:
         shutil.rmtree(work, ignore_errors=True)
     clean = all(

@@ -9,7 +9,6 @@ and the orchestrator's ``ablate`` command), reads when the orchestrator recorded
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 from ccdni.base.spec import load_spec
+from orchestrator.cli import ScriptParser
 from orchestrator.client import send_command
 from orchestrator.runner import execute_run
 
@@ -43,7 +43,7 @@ def wait_until(predicate, timeout: float) -> object:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=12)
     parser.add_argument("--region", default="cerebellum", choices=("cerebellum", "olive"))
     args = parser.parse_args()

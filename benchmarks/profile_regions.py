@@ -50,6 +50,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from orchestrator.cli import ScriptParser
+
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = (
     "socket",
@@ -327,7 +329,7 @@ def report(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=15, help="profiled window")
     parser.add_argument("--rate", type=int, default=500, help="samples per second")
     parser.add_argument("--json", default="", help="also write the breakdown here")

@@ -49,6 +49,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from orchestrator.cli import ScriptParser
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Only the standard library at module level: spawned children (ours and the orchestrator's
@@ -431,7 +433,9 @@ class Servers:
 class ComponentCosts:
     """Seconds per call of the pieces a round trip pays, in this process, no transport.
 
-    Measured once per round, between the variants, so the machine's noise hits it too.
+    Measured once per round, between the variants, both as wall time and as this thread's CPU
+    time: on a loaded machine a hot loop's wall time also counts the time it was preempted,
+    its CPU time only the work, which is what the target divides by.
     """
 
     def __init__(self, spec, state):
@@ -453,17 +457,25 @@ class ComponentCosts:
             "predict": predict,
         }
         self.samples: dict[str, list[float]] = {name: [] for name in self.pieces}
+        self.cpu_samples: dict[str, list[float]] = {name: [] for name in self.pieces}
 
     def measure(self, calls: int) -> None:
         for name, fn in self.pieces.items():
             fn()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             for _ in range(calls):
                 fn()
-            self.samples[name].append((time.perf_counter() - t0) / calls)
+            c1, t1 = time.thread_time(), time.perf_counter()
+            self.samples[name].append((t1 - t0) / calls)
+            self.cpu_samples[name].append((c1 - c0) / calls)
 
     def medians(self) -> dict[str, float]:
+        """Wall seconds per call, median over rounds."""
         return {name: statistics.median(v) for name, v in self.samples.items()}
+
+    def cpu_medians(self) -> dict[str, float]:
+        """CPU seconds per call (this thread), median over rounds."""
+        return {name: statistics.median(v) for name, v in self.cpu_samples.items()}
 
 
 class StageClient:
@@ -638,12 +650,21 @@ def part_roundtrip(args: argparse.Namespace, tmp: Path) -> dict:
             f"c'/a = {results['core']['median'] / base:.2f}×   "
             f"b'/a = {results['codec']['median'] / base:.2f}×"
         )
-    enc, dec, pred = (costs[k] for k in ("encode", "decode", "predict"))
+    wall_costs = costs
+    costs = components.cpu_medians()
     print(
-        f"in-process cost per call (hot loop, no transport; median over rounds): encode "
-        f"{enc * 1e6:.0f} µs, decode+expect_shape {dec * 1e6:.0f} µs, CerebellumCore.predict "
-        f"{pred * 1e6:.0f} µs"
+        "in-process cost per call (hot loop, no transport; median over rounds), CPU time "
+        "(wall time): "
+        + ", ".join(
+            f"{label} {costs[k] * 1e6:.0f} µs ({wall_costs[k] * 1e6:.0f})"
+            for k, label in (
+                ("encode", "encode"),
+                ("decode", "decode+expect_shape"),
+                ("predict", "CerebellumCore.predict"),
+            )
+        )
     )
+    enc, dec, pred = (costs[k] for k in ("encode", "decode", "predict"))
     expected = {
         "frames": enc + dec,
         "codec": 2 * (enc + dec),
@@ -668,6 +689,9 @@ def part_roundtrip(args: argparse.Namespace, tmp: Path) -> dict:
         "predict": pred,
         "ratio": trip / explained_once,
         "ratio_both_directions": trip / explained_trip,
+        "wall_costs": wall_costs,
+        "ratio_wall_costs": trip
+        / (base + wall_costs["encode"] + wall_costs["decode"] + wall_costs["predict"]),
     }
     print(
         f"TARGET round trip ÷ (raw echo + codec + predict CPU) = {trip * 1e6:.0f} / "
@@ -677,6 +701,10 @@ def part_roundtrip(args: argparse.Namespace, tmp: Path) -> dict:
     print(
         f"  counting the codec of both directions (2 encodes + 2 decodes, what a trip does): "
         f"{trip * 1e6:.0f} / {explained_trip * 1e6:.0f} = {target['ratio_both_directions']:.2f}"
+    )
+    print(
+        f"  with the hot loops' wall time instead of their CPU time (preemption counted): "
+        f"{target['ratio_wall_costs']:.2f}"
     )
     stage_medians = stages.medians() if stages is not None else {}
     if stage_medians:
@@ -705,6 +733,7 @@ def part_roundtrip(args: argparse.Namespace, tmp: Path) -> dict:
         "results": results,
         "real": real,
         "costs": costs,
+        "wall_costs": wall_costs,
         "target": target,
         "client_stages": stage_medians,
         "shell_timers": shell,
@@ -995,7 +1024,7 @@ def part_startup(args: argparse.Namespace, tmp: Path) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ScriptParser(
         description="Round trip area→cerebellum→area vs raw pyzmq echo, time per epoch "
         "multi-process vs in-process (target reaching, seqMNIST) and start-up. Run from the "
         "repository root.",

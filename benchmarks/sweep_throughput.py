@@ -32,13 +32,14 @@ from pathlib import Path
 
 import structlog
 
+from orchestrator.cli import ScriptParser
 from orchestrator.sweep import Sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ScriptParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=6, help="runs per sweep (seeds 0..runs-1)")
     parser.add_argument("--slots", type=int, default=os.cpu_count() or 1, help="N")
     parser.add_argument("--epochs", type=int, default=100)

@@ -1,1 +1,1 @@
-"""The cerebellum: synthesisers predicting each area's future feedback (DESIGN §3)."""
+"""The cerebellum: synthesisers predicting each area's future feedback."""

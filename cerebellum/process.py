@@ -141,9 +141,10 @@ class CerebellumShell(RegionShell):
         """Queue a request or an error (answered and applied by :meth:`end_burst`)."""
         kind = message.kind
         if kind == Kind.HEARTBEAT and sender == OLIVE:
-            if not self.olive_known:
+            # a lesioned olive that speaks again (SIGCONT) stays lesioned until it is revived:
+            # the areas send it no targets, so no error it could send is to be waited for
+            if not self.olive_known and not self.olive_lesioned:
                 self.olive_known = True
-                self.olive_lesioned = False
                 self.announce_ready()
             return
         if kind == Kind.CONTROL:

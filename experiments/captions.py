@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments.common import add_sweep_flags, placement
+from orchestrator.cli import ScriptParser
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = "lstm,zero-dni,cc-dni,scc-dni"
@@ -86,7 +87,7 @@ def run(command: list[str]) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
     parser.add_argument("--data-dir", default="", help="MNIST root (default: $CCDNI_DATA)")
     parser.add_argument(

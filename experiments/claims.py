@@ -18,11 +18,14 @@ paired t-test and its 95 % interval (scipy.stats). The verdict:
 
 - **holds**: the difference has the paper's sign and p < 0.05 (every part of a claim with parts);
 - **does not hold**: a part has the opposite sign with p < 0.05;
-- **inconclusive at this budget**: anything else (too few seeds, or no significant difference).
+- **inconclusive at this budget**: anything else (too few seeds, or no significant difference);
+- **not tested here**: no run of the sweeps the claim needs is on disk (the row names the
+  command that makes them).
 
 Where the zero-DNI control applies (cerebellum present and every message exchanged, predictions
 frozen at 0: the extra optimiser steps a DNI area takes without any predicted feedback), the row
-also compares the DNI model with it: what remains is the effect of the predicted feedback.
+also compares the DNI model with it: what remains is the effect of the predicted feedback, and
+its own verdict (same rule, "beyond zero-DNI") says whether the claim survives the control.
 """
 
 from __future__ import annotations
@@ -40,9 +43,12 @@ from typing import Any
 from experiments import correlation as correlation_experiment
 from experiments import fig2_target_reaching, fig6_ablation, seqmnist, sparsity_expansion
 from experiments.common import ROOT, Placement, SweepPlan, run_plans
+from orchestrator.cli import ScriptParser
 
 ALPHA = 0.05
 HOLDS, FAILS, OPEN = "holds", "does not hold", "inconclusive at this budget"
+NOT_TESTED = "not tested here"
+NO_CONTROL = "—"  # the zero-DNI control does not apply
 DOC = "docs/claims.md"
 QUICK_ROOT = "runs/sweeps/claims-quick"
 
@@ -112,7 +118,7 @@ def sources(quick: bool, sweeps_root: Path | None) -> dict[str, Source]:
     }
 
 
-FORWARD_BUDGETS = {
+FORWARD_BUDGETS: dict[str, dict[str, Any]] = {
     "full": {"seeds": [0, 1, 2], "args": ["--epochs", "3"]},
     "quick": {
         "seeds": [0, 1],
@@ -177,7 +183,8 @@ class Row:
     statement: str  # the paper's words
     measurement: str = "not measured"
     control: str = "—"
-    verdict: str = OPEN
+    verdict: str = NOT_TESTED
+    beyond: str = NO_CONTROL  # the verdict on the DNI − zero-DNI part(s), where it applies
     command: str = ""
     notes: list[str] = field(default_factory=list)
 
@@ -257,22 +264,22 @@ def _compare_models(
     digits: int = 2,
 ) -> None:
     """DNI − LSTM (paper's claim: lower) for each DNI model; DNI − zero-DNI as the control."""
-    parts, texts, controls = [], [], []
+    parts, texts, controls, beyond = [], [], [], []
     for model in models:
         diff = _diff(_sel(records, model=model), _sel(records, model=against), value)
         parts.append(verdict_of(diff, sign))
         texts.append(f"{_label(model)} − {_label(against)}: {diff.text(digits)}")
         zero = _diff(_sel(records, model=model), _sel(records, model="zero-dni"), value)
         if zero.n:
-            controls.append(
-                f"{_label(model)} − zero-DNI: {zero.text(digits)} → {verdict_of(zero, sign)}"
-            )
+            beyond.append(verdict_of(zero, sign))
+            controls.append(f"{_label(model)} − zero-DNI: {zero.text(digits)} → {beyond[-1]}")
     zero_lstm = _diff(_sel(records, model="zero-dni"), _sel(records, model=against), value)
     if zero_lstm.n:
         controls.insert(0, f"zero-DNI − {_label(against)}: {zero_lstm.text(digits)}")
     row.measurement = f"{unit}; " + "; ".join(texts)
     row.control = "; ".join(controls) or "—"
     row.verdict = combine(parts)
+    row.beyond = combine(beyond) if beyond else NO_CONTROL
 
 
 def claim_dni_beats_lstm(schedule: str) -> Callable[[Context, Row], None]:
@@ -323,7 +330,7 @@ def claim_gain_small_t(ctx: Context, row: Row) -> None:
         dni = by_seed(_sel(records, model=model, truncation=t), _final5)
         return {s: lstm[s] - dni[s] for s in lstm if s in dni}
 
-    parts, texts, controls = [], [], []
+    parts, texts, controls, beyond_parts = [], [], [], []
     for model in ("cc-dni", "scc-dni"):
         diff = paired(gain(model, low), gain(model, high))
         parts.append(verdict_of(diff, +1))
@@ -340,6 +347,7 @@ def claim_gain_small_t(ctx: Context, row: Row) -> None:
         }
         control = paired(beyond[low], beyond[high])
         if control.n:
+            beyond_parts.append(verdict_of(control, +1))
             controls.append(
                 f"{_label(model)} − zero-DNI gain, T={low} minus T={high}: {control.text(2)} → "
                 f"{verdict_of(control, +1)}"
@@ -350,6 +358,22 @@ def claim_gain_small_t(ctx: Context, row: Row) -> None:
     row.measurement = "gain = LSTM − DNI final MSE (in-process, paired); " + "; ".join(texts)
     row.control = "; ".join(controls) or "—"
     row.verdict = combine(parts)
+    row.beyond = combine(beyond_parts) if beyond_parts else NO_CONTROL
+    sequence = ctx.runs("target-reaching", "fig2d-sequence")
+    if sequence:  # every model takes one step per sequence: the gain is the feedback alone
+        cells = []
+        for model in ("cc-dni", "scc-dni"):
+            per_t = []
+            for t in sorted({r.spec.truncation for r in sequence}):
+                here = _sel(sequence, truncation=t)
+                gained = _diff(_sel(here, model="lstm"), _sel(here, model=model), _final5)
+                per_t.append(f"T={t}: {gained.short(1)}")
+            cells.append(f"{_label(model)} " + ", ".join(per_t))
+        row.notes.append(
+            "With one update per sequence (`fig2d-sequence`, where every model takes the same "
+            "steps and zero-DNI equals the LSTM), gain = LSTM − DNI final MSE per T: "
+            + "; ".join(cells)
+        )
     row.command = ctx.command("target-reaching", row.number)
 
 
@@ -405,19 +429,46 @@ def claim_loss_sparsity(ctx: Context, row: Row) -> None:
         dni = by_seed(_sel(records, model=model, gamma=g), _final)
         return {s: lstm[s] - dni[s] for s in lstm if s in dni}
 
-    parts, texts = [], []
+    parts, texts, beyond_parts, controls = [], [], [], []
     models = [m for m in ("cc-dni", "scc-dni") if _sel(records, model=m)]
+    if not models:
+        row.measurement = (
+            f"not measured: the ld-seqMNIST sweep has no CC-DNI or sCC-DNI run yet "
+            f"({len(records)} runs of the LSTM and zero-DNI)"
+        )
+        return
+    zero_gain = {g: gain("zero-dni", g) for g in gammas}
     for model in models:
         per_gamma = ", ".join(f"γ={g}: {_gain_text(gain(model, g))}" for g in gammas)
         diff = paired(gain(model, high), gain(model, low))
+        if diff.n < 2:  # a sweep stopped early: too few seeds at both γ to test
+            texts.append(
+                f"{_label(model)}: too few runs yet to pair γ={high} with γ={low} ({diff.n} "
+                f"seeds; gain per γ: {per_gamma})"
+            )
+            continue
         parts.append(verdict_of(diff, +1))
         texts.append(
             f"{_label(model)}: gain(γ={high}) − gain(γ={low}) = {diff.text(2)} (gain per γ: {per_gamma})"
         )
-    zero = paired(gain("zero-dni", high), gain("zero-dni", low))
+
+        def over_zero(g: int, model: str = model) -> dict[int, float]:
+            return {s: v - zero_gain[g].get(s, math.nan) for s, v in gain(model, g).items()}
+
+        control = paired(over_zero(high), over_zero(low))
+        if control.n:
+            beyond_parts.append(verdict_of(control, +1))
+            controls.append(
+                f"{_label(model)} − zero-DNI gain, γ={high} minus γ={low}: {control.text(2)} → "
+                f"{beyond_parts[-1]}"
+            )
+    zero = paired(zero_gain[high], zero_gain[low])
+    if zero.n:
+        controls.insert(0, f"zero-DNI's own gain, γ={high} minus γ={low}: {zero.text(2)}")
     row.measurement = "gain = LSTM − DNI final validation MSE, T=5, paired; " + "; ".join(texts)
-    row.control = f"zero-DNI's gain, γ={high} minus γ={low}: {zero.text(2)}" if zero.n else "—"
-    row.verdict = combine(parts)
+    row.control = "; ".join(controls) or "—"
+    row.verdict = combine(parts) if parts else NOT_TESTED
+    row.beyond = combine(beyond_parts) if beyond_parts else NO_CONTROL
     row.command = ctx.command("seqmnist", row.number)
 
 
@@ -427,20 +478,28 @@ def _gain_text(gains: dict[int, float]) -> str:
     return mean_sem(gains.values()).text(2)
 
 
+def _ablation_epochs(records: list[Any]) -> list[int]:
+    """The epochs at which some of ``records`` ablate the cerebellum, sorted."""
+    from ccdni.reporting.ablation_report import ablation_epoch
+
+    return sorted({e for r in records if (e := ablation_epoch(r)) is not None})
+
+
 def claim_ablation(ctx: Context, row: Row) -> None:
-    from ccdni.reporting.ablation_report import ablated_at, ablation_epoch, intact_of
+    from ccdni.reporting.ablation_report import ablated_at, intact_of
     from ccdni.reporting.runs import by_seed
     from ccdni.reporting.stats import paired
 
     records = ctx.runs("ablation", "fig6a")
     if not records:
         return
-    epochs = sorted({ablation_epoch(r) for r in records} - {None})
+    epochs = _ablation_epochs(records)
     if not epochs:
         return
     early, late = epochs[0], epochs[-1]
-    parts, texts, controls = [], [], []
-    for model in ("cc-dni", "scc-dni", "zero-dni"):
+    parts, texts, controls, beyond_parts = [], [], [], []
+    harm: dict[str, dict[int, float]] = {}  # model → seed → (ablated early − intact)
+    for model in ("zero-dni", "cc-dni", "scc-dni"):
         here = _sel(records, model=model)
         if not here:
             continue
@@ -449,6 +508,7 @@ def claim_ablation(ctx: Context, row: Row) -> None:
         last = by_seed(ablated_at(here, late), _final5)
         hurt = paired(first, intact)
         less = paired(first, last)
+        harm[model] = {s: first[s] - intact[s] for s in first if s in intact}
         text = (
             f"{_label(model)}: ablated at {early} − intact {hurt.text(2)}; ablated at {early} − "
             f"ablated at {late} {less.text(2)}"
@@ -458,6 +518,13 @@ def claim_ablation(ctx: Context, row: Row) -> None:
             continue
         parts += [verdict_of(hurt, +1), verdict_of(less, +1)]
         texts.append(text)
+        if "zero-dni" in harm:
+            extra = paired(harm[model], harm["zero-dni"])
+            beyond_parts.append(verdict_of(extra, +1))
+            controls.append(
+                f"{_label(model)}'s harm at {early} − zero-DNI's: {extra.text(2)} → "
+                f"{beyond_parts[-1]}"
+            )
     spec = records[0].spec
     where = "in-process" if spec.inprocess else f"processes, live kill, timing {spec.timing}"
     row.measurement = f"target reaching T=2 ({where}), final MSE, paired by seed; " + "; ".join(
@@ -465,10 +532,11 @@ def claim_ablation(ctx: Context, row: Row) -> None:
     )
     row.control = "; ".join(controls) or "—"
     row.verdict = combine(parts)
+    row.beyond = combine(beyond_parts) if beyond_parts else NO_CONTROL
     seq = ctx.runs("seqmnist", "seqmnist-ablation")
     intact_seq = _sel(ctx.runs("seqmnist", "seqmnist-T5"), update="truncation")
     if seq and intact_seq:
-        e_seq = sorted({ablation_epoch(r) for r in seq} - {None})
+        e_seq = _ablation_epochs(seq)
         notes = []
         for model in ("cc-dni", "scc-dni", "zero-dni"):
             base = by_seed(_sel(intact_seq, model=model), _final)
@@ -703,7 +771,7 @@ PLANS_OF_CLAIM = {  # the sweeps each claim reads (default: every sweep of its s
     "1a": {"target-reaching": {"fig2b"}},
     "1b": {"target-reaching": {"fig2d-sequence"}},
     "2": {"target-reaching": {"fig2b"}},
-    "3": {"target-reaching": {"fig2d"}},
+    "3": {"target-reaching": {"fig2d", "fig2d-sequence"}},
     "4a": {"seqmnist": {"seqmnist-T5", "seqmnist-T"}},
     "4b": {"seqmnist": {"seqmnist-T5"}},
     "5": {"seqmnist": {"ld-seqmnist"}},
@@ -764,7 +832,7 @@ def render(rows: Sequence[Row], quick: bool, seconds: float, srcs: dict[str, Sou
         if quick
         else "**full** (each experiment's default budget; see the result pages for what that is)"
     )
-    counts = {v: sum(r.verdict == v for r in rows) for v in (HOLDS, FAILS, OPEN)}
+    counts = {v: sum(r.verdict == v for r in rows) for v in (HOLDS, FAILS, OPEN, NOT_TESTED)}
     lines = [
         "# The paper's claims, measured",
         "",
@@ -780,14 +848,33 @@ def render(rows: Sequence[Row], quick: bool, seconds: float, srcs: dict[str, Sou
         "",
         f"Verdict rule: **holds** — every part has the paper's sign with p < {ALPHA}; **does "
         f"not hold** — a part has the opposite sign with p < {ALPHA}; **inconclusive at this "
-        "budget** — otherwise. The verdict is about the paper's statement; the control column "
-        "says whether the effect survives the zero-DNI control.",
+        "budget** — otherwise; **not tested here** — no run of the sweeps it needs is on disk. "
+        "The verdict is about the paper's statement; *beyond zero-DNI* applies the same rule to "
+        "the DNI − zero-DNI part(s) (the predicted feedback alone), — where the control does "
+        "not apply.",
         "",
         f"Verdicts: {counts[HOLDS]} hold, {counts[FAILS]} do not hold, {counts[OPEN]} "
-        "inconclusive.",
+        f"inconclusive, {counts[NOT_TESTED]} not tested here.",
+        "",
+        "## At a glance",
         "",
         markdown_table(
-            ["#", "paper (figure)", "our measurement", "zero-DNI control", "verdict", "command"],
+            ["#", "figure", "verdict", "beyond zero-DNI"],
+            [[r.number, r.figure, f"**{r.verdict}**", r.beyond] for r in rows],
+        ),
+        "",
+        "## Every claim, measured",
+        "",
+        markdown_table(
+            [
+                "#",
+                "paper (figure)",
+                "our measurement",
+                "zero-DNI control",
+                "verdict",
+                "beyond zero-DNI",
+                "command",
+            ],
             [
                 [
                     r.number,
@@ -795,6 +882,7 @@ def render(rows: Sequence[Row], quick: bool, seconds: float, srcs: dict[str, Sou
                     r.measurement + (" (notes below)" if r.notes else ""),
                     r.control,
                     f"**{r.verdict}**",
+                    r.beyond,
                     r.command,
                 ]
                 for r in rows
@@ -808,11 +896,30 @@ def render(rows: Sequence[Row], quick: bool, seconds: float, srcs: dict[str, Sou
             for line in ("", f"Notes on claim {r.number}:", "", *(f"- {n}" for n in r.notes))
         ),
         "",
-        "Sweep folders read:",
+        "## What is on disk",
         "",
-        *(f"- {s.key}: `{_display(s.root)}` ({s.command})" for s in srcs.values()),
+        "Sweep folders read, with the finished runs of each sweep against its planned points "
+        "(a sweep short of its plan was stopped for time; its command finishes it, reusing "
+        "every finished run):",
+        "",
+        *(
+            f"- {s.key}: `{_display(s.root)}` ({s.command})"
+            + "".join(f"; `{p.name}` {_finished(s.root / p.name)}/{p.points()}" for p in s.plans)
+            for s in srcs.values()
+        ),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _finished(sweep_dir: Path) -> int:
+    """Points of a sweep whose run completed (``results.csv``: completed now or earlier)."""
+    import csv
+
+    path = sweep_dir / "results.csv"
+    if not path.exists():
+        return 0
+    with open(path, newline="") as fh:
+        return sum(row.get("status") in ("completed", "skipped") for row in csv.DictReader(fh))
 
 
 def _display(path: Path) -> str:
@@ -823,7 +930,7 @@ def _display(path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ScriptParser(
         prog="launch.py claims"
         if Path(sys.argv[0]).name == "launch.py"
         else "python -m experiments.claims",

@@ -51,10 +51,11 @@ class Placement:
     device: str = "cpu"
     runs_per_gpu: int = 2
     extra: dict[str, Any] = field(default_factory=dict)  # more spec fields for every run
+    inline: bool = False  # run the points inside this process (see run_plans)
 
 
 def add_placement_flags(parser: argparse.ArgumentParser) -> None:
-    """``--slots``, ``--device``, ``--runs-per-gpu``, ``--report-only``."""
+    """``--slots``, ``--device``, ``--runs-per-gpu``, ``--inline``, ``--report-only``."""
     parser.add_argument(
         "--slots", type=int, default=1, help="concurrent runs on the CPU (default: %(default)s)"
     )
@@ -65,12 +66,18 @@ def add_placement_flags(parser: argparse.ArgumentParser) -> None:
         "--runs-per-gpu", type=int, default=2, help="concurrent runs per GPU (default: 2)"
     )
     parser.add_argument(
+        "--inline",
+        action="store_true",
+        help="run the points one after the other inside this process (no process start-up "
+        "per run; same numbers, same sweep folder)",
+    )
+    parser.add_argument(
         "--report-only", action="store_true", help="run nothing; report what is on disk"
     )
 
 
 def placement_of(args: argparse.Namespace) -> Placement:
-    return Placement(args.slots, args.device, args.runs_per_gpu)
+    return Placement(args.slots, args.device, args.runs_per_gpu, inline=args.inline)
 
 
 def run_plans(
@@ -102,7 +109,10 @@ def run_plans(
             runs_per_gpu=where.runs_per_gpu,
         )
         progress = _Progress(plan.name) if echo else None
-        out[plan.name] = _run_inline(sweep, progress) if inline else sweep.run(progress=progress)
+        if inline or where.inline:
+            out[plan.name] = _run_inline(sweep, progress)
+        else:
+            out[plan.name] = sweep.run(progress=progress)
     return out
 
 

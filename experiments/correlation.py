@@ -25,8 +25,8 @@ Budgets:
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+from typing import Any
 
 from experiments.common import (
     ROOT,
@@ -37,6 +37,7 @@ from experiments.common import (
     publish_report,
     run_plans,
 )
+from orchestrator.cli import ScriptParser
 
 FIGURES = (
     "correlation_vs_error.png",
@@ -58,7 +59,11 @@ def plans(budget: str = "full") -> list[SweepPlan]:
             "epochs": 5,
             "record_epochs": "0-4",
         }
-        grid = {"bias_factor": [0.1, 0.5, 1.0, 2.0], "model": MODELS, "seed": [0, 1]}
+        grid: dict[str, list[Any]] = {
+            "bias_factor": [0.1, 0.5, 1.0, 2.0],
+            "model": MODELS,
+            "seed": [0, 1],
+        }
         name = "correlation-seqmnist"
     elif budget == "quick":
         base = {"task": "target-reaching", "truncation": 2, "epochs": 30}
@@ -68,10 +73,10 @@ def plans(budget: str = "full") -> list[SweepPlan]:
     else:
         base = {"task": "target-reaching", "truncation": 2, "epochs": 300}
         base["record_epochs"] = "0-99,149,199,249,last"
-        grid = {
+        grid = {  # seed outermost: a sweep stopped early leaves whole paired seeds
+            "seed": list(range(10)),
             "bias_factor": [0.01, 0.1, 0.5, 1.0, 2.0],
             "model": MODELS,
-            "seed": list(range(10)),
         }
         name = "correlation"
     base = {**base, "sparsity_k": 4, "inprocess": True, "figures": False}
@@ -79,7 +84,7 @@ def plans(budget: str = "full") -> list[SweepPlan]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ScriptParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", choices=("full", "seqmnist", "quick"), default="full")
     parser.add_argument("--sweeps-root", default=SWEEPS_ROOT)
     parser.add_argument(

@@ -24,6 +24,7 @@ from typing import Any
 
 from benchmarks import decoupling
 from ccdni.reporting.plotting import plt
+from orchestrator.cli import ScriptParser
 from orchestrator.placement import available_cores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if "--" in argv:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1 :]
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ks", default="2,3,4", help="comma-separated numbers of areas")
     parser.add_argument("--out", default="runs/decoupling-vs-k", help="JSON and runs go here")
     parser.add_argument(

@@ -18,7 +18,6 @@ its GENERATED markers) and the figures ``docs/figures/fig2*.png``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from experiments.common import (
@@ -29,6 +28,7 @@ from experiments.common import (
     placement_of,
     run_plans,
 )
+from orchestrator.cli import ScriptParser
 
 MODELS = ["lstm", "zero-dni", "cc-dni", "scc-dni"]
 TRUNCATIONS = [2, 3, 4, 5, 7]  # as in the paper
@@ -73,14 +73,16 @@ def plans(budget: str = "full") -> list[SweepPlan]:
         SweepPlan(
             "fig2d-sequence",
             {**inprocess, "update": "sequence"},
-            {"model": MODELS, "truncation": TRUNCATIONS, "seed": seeds},
+            # T outermost (T=2 first, the Fig. 2b comparison), then seeds: a sweep stopped
+            # early leaves whole T rows, every model paired by seed
+            {"truncation": TRUNCATIONS, "seed": seeds, "model": MODELS},
             "T ∈ {2,3,4,5,7}, 10 seeds, in-process, one update per sequence",
         ),
     ]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", choices=("full", "quick"), default="full")
     parser.add_argument("--sweeps-root", default=SWEEPS_ROOT, help="where the sweeps go")
     parser.add_argument("--doc", default="docs/results-target-reaching.md")

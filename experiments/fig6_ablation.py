@@ -21,10 +21,10 @@ and ``docs/figures/fig6a_ablation.png``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from experiments.common import ROOT, SweepPlan, add_placement_flags, placement_of, run_plans
+from orchestrator.cli import ScriptParser
 
 ABLATION_EPOCHS = (10, 50, 100, 150, 200, 250)  # as in the paper
 ABLATED_MODELS = ["cc-dni", "scc-dni", "zero-dni"]
@@ -68,7 +68,7 @@ def plans(budget: str = "full") -> list[SweepPlan]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", choices=("full", "quick"), default="full")
     parser.add_argument("--sweeps-root", default=SWEEPS_ROOT, help="where the sweeps go")
     parser.add_argument("--doc", default="docs/results-lesions.md")

@@ -39,6 +39,7 @@ from torch import nn  # noqa: E402 - after the BLAS thread limits
 from ccdni.analysis.forward_model import abs_pearson, pair_values, top_pairs  # noqa: E402 - after the BLAS thread limits
 from ccdni.reporting.plotting import plt  # noqa: E402 - after the BLAS thread limits
 from ccdni.tasks.mnist_data import load_mnist  # noqa: E402 - after the BLAS thread limits
+from orchestrator.cli import ScriptParser  # noqa: E402 - after the BLAS thread limits
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,7 +113,7 @@ def accuracy(cortex: Cortex, cerebellum: Cerebellum, x: torch.Tensor, y: torch.T
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.environ.get("CCDNI_DATA", ""))
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch", type=int, default=100)

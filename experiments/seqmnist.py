@@ -24,7 +24,6 @@ cerebellum 300, K = 4, batch 50, lr 1e-4):
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 
@@ -36,6 +35,7 @@ from experiments.common import (
     plan_command,
     run_plans,
 )
+from orchestrator.cli import ScriptParser, add_data_arguments
 
 MODELS = ["lstm", "zero-dni", "cc-dni", "scc-dni"]
 TRUNCATIONS = [2, 3, 4, 5, 7, 10]  # as in the paper
@@ -161,9 +161,10 @@ def plans(budget: str = "small") -> list[SweepPlan]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
     parser.add_argument("--data-dir", default="", help="MNIST root (default: $CCDNI_DATA)")
+    add_data_arguments(parser, data_dir=False)  # --download
     parser.add_argument("--sweeps-root", default="", help="default: runs/sweeps/seqmnist-BUDGET")
     parser.add_argument("--doc", default="docs/results-seqmnist.md", help="markdown to update")
     parser.add_argument("--figures-dir", default="docs/figures")
@@ -180,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         where = placement_of(args)
         if args.data_dir:
             where.extra["data_dir"] = args.data_dir
+        if args.download:  # fetched once, here, before any run starts
+            from ccdni.base.spec import load_spec
+            from ccdni.tasks.mnist_data import check_mnist
+
+            check_mnist(load_spec(data_dir=args.data_dir).resolved_data_dir, download=True)
         if args.processes:
             where.extra["inprocess"] = False
         run_plans(chosen, root, where, inline=False)

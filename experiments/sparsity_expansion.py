@@ -24,8 +24,8 @@ Budgets:
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+from typing import Any
 
 from experiments.common import (
     ROOT,
@@ -36,6 +36,7 @@ from experiments.common import (
     publish_report,
     run_plans,
 )
+from orchestrator.cli import ScriptParser
 
 FIGURES = (
     "heatmap_final_error.png",
@@ -75,19 +76,21 @@ def plans(budget: str = "full") -> list[SweepPlan]:
         base["record_epochs"] = "0-299:10,last"
         name = "sparsity-expansion"
     base = {**base, "inprocess": True, "figures": False}
-    grid = [
+    # seed outermost (controls first): a sweep stopped early leaves the whole grid for the
+    # seeds it reached, so every comparison stays paired
+    grid: list[dict[str, list[Any]]] = [
+        {"seed": seeds, "model": ["lstm", "zero-dni"] if budget != "quick" else ["lstm"]},
         {
+            "seed": seeds,
             "cerebellum_hidden": [round(m * 2 * hidden) for m in mns],
             "model,sparsity_k": _archs(ks),
-            "seed": seeds,
         },
-        {"model": ["lstm", "zero-dni"] if budget != "quick" else ["lstm"], "seed": seeds},
     ]
     return [SweepPlan(name, base, grid, f"M/N × K, {budget}")]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ScriptParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", choices=("full", "seqmnist", "quick"), default="full")
     parser.add_argument("--sweeps-root", default=SWEEPS_ROOT)
     parser.add_argument(

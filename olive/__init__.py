@@ -1,1 +1,1 @@
-"""The inferior olive: compares predictions with what really arrived (DESIGN §3)."""
+"""The inferior olive: compares predictions with what really arrived."""

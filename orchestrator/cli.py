@@ -66,18 +66,62 @@ GROUPS = (
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but an error is one line on stderr and exit status 2."""
+    """argparse, but an error is one line on stderr and exit status 2, and no flag may be
+    abbreviated (``--epoch 5`` is refused, never taken for ``--epochs``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise SystemExit(2)
 
 
+class ScriptParser(OneLineParser):
+    """The parser of a benchmark or experiment script, with ``launch.py``'s conventions: no
+    abbreviations, one-line errors, and ``--help`` describing every option with its default
+    (an option added without a help text gets one naming its default)."""
+
+    def format_help(self) -> str:
+        for action in self._actions:
+            if not action.option_strings or action.help == argparse.SUPPRESS:
+                continue
+            if isinstance(action, argparse._HelpAction):
+                continue
+            text = action.help or ""
+            if "default" not in text:
+                if action.nargs == 0:  # a switch
+                    shown = "on" if action.default else "off"
+                else:
+                    shown = "none" if action.default in (None, "") else "%(default)s"
+                text = f"{text} (default: {shown})".strip()
+            action.help = text
+        return super().format_help()
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, data_dir: bool = True) -> None:
+    """``--data-dir`` and ``--download``, as ``launch.py run`` has them (``data_dir=False``: a
+    script that already has its own ``--data-dir``)."""
+    if data_dir:
+        parser.add_argument(
+            "--data-dir",
+            default="",
+            help="folder holding MNIST/raw (default: $CCDNI_DATA, else ./data)",
+        )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch MNIST into the data folder when it is missing (default: off; nothing is "
+        "downloaded unless asked)",
+    )
+
+
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per spec field, with the field's doc and default as help."""
     parser.add_argument("--spec", metavar="FILE", help="TOML spec file (flags override it).")
     grouped = {name for _, names in GROUPS for name in names}
-    groups = [(title, names) for title, names in GROUPS]
+    groups: list[tuple[str, tuple[str, ...]]] = [(title, names) for title, names in GROUPS]
     groups.append(("processes and outputs", tuple(n for n in FIELDS if n not in grouped)))
     for title, names in groups:
         group = parser.add_argument_group(title)
@@ -244,6 +288,7 @@ COMMANDS = (
     "captions-corpus",
     "claims",
 )
+CONTROL_COMMANDS = ("status", "ablate", "revive", "stop")  # no torch on their path
 BENCHMARKS = ("decoupling",)
 
 
@@ -280,7 +325,23 @@ def describe_error(exc: OSError) -> str:
 
 
 def dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """Run the parsed command; every error the user can cause is one line and exit 2."""
+    """Run the parsed command; every error the user can cause is one line and exit 2.
+
+    The control commands (``status``, ``ablate``, ``revive``, ``stop``) import neither torch
+    nor the runner: they read ``regions.json`` and send one message, in a fraction of a
+    second (tests/test_cli_imports.py checks it)."""
+    from orchestrator.client import ControlError
+
+    if args.command in CONTROL_COMMANDS:
+        try:
+            return command_status(args) if args.command == "status" else command_control(args)
+        except ControlError as exc:
+            sys.stderr.write(f"launch.py {args.command}: error: {exc}\n")
+            return 2
+    if args.command == "report":
+        return command_report(args)
+    if args.command == "bench":
+        return command_bench(args)
     from ccdni.tasks.mnist_data import DataMissingError
 
     if args.command == "run":
@@ -289,26 +350,15 @@ def dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             return command_run(spec)
         except (SpecError, DataMissingError) as exc:
             parser.error(str(exc))
-    if args.command == "report":
-        return command_report(args)
-    if args.command == "bench":
-        return command_bench(args)
     if args.command == "sweep":
         try:
             return command_sweep(args)
         except (SpecError, DataMissingError) as exc:
             parser.error(str(exc))
-    from orchestrator.client import ControlError
-    from orchestrator.runner import ResumeError
+    from orchestrator.runner import ResumeError, resume_run
 
     try:
-        if args.command == "resume":
-            from orchestrator.runner import resume_run
-
-            return report_outcome(resume_run(args.run_dir))
-        if args.command == "status":
-            return command_status(args)
-        return command_control(args)
+        return report_outcome(resume_run(args.run_dir))
     except (ControlError, ResumeError, DataMissingError) as exc:
         sys.stderr.write(f"launch.py {args.command}: error: {exc}\n")
         return 2
@@ -318,7 +368,12 @@ def command_bench(args: argparse.Namespace) -> int:
     import importlib
 
     module = importlib.import_module(f"benchmarks.{args.name}")
-    return module.main(list(args.args))
+    program = sys.argv[0]
+    sys.argv[0] = f"launch.py bench {args.name}"  # its --help and errors name this command
+    try:
+        return module.main(list(args.args))
+    finally:
+        sys.argv[0] = program
 
 
 def command_run(spec: RunSpec) -> int:
@@ -327,17 +382,38 @@ def command_run(spec: RunSpec) -> int:
     return report_outcome(execute_run(spec))
 
 
-def report_outcome(outcome) -> int:
+def report_outcome(outcome: Any) -> int:
+    """The summary line (what ran, how far, how long, whether the same seed gives the same
+    numbers, the final numbers, the run directory), then a line for lesions and revivals
+    with their epochs and one naming the figures."""
     s = outcome.summary
     final = ", ".join(f"{k}={v:.4g}" for k, v in s["final"].items())
+    exact = "" if s.get("deterministic", True) else f" (not deterministic: timing {s['timing']})"
     print(
         f"{s['status']}: {s['task']} {s['model']}"
         + ("" if s["truncation"] is None else f" T={s['truncation']}")
         + f" seed={s['seed']} "
-        f"[{s['mode']}] {s['epochs_completed']}/{s['epochs']} epochs in {s['wall_seconds']:.1f} s; "
-        f"{final}; run directory {outcome.run.path}"
+        f"[{s['mode']}] {s['epochs_completed']}/{s['epochs']} epochs in {s['wall_seconds']:.1f} s"
+        f"{exact}; {final}; run directory {outcome.run.path}"
     )
+    happened = [
+        f"{x['region']} lesioned "
+        + ("before the start" if x.get("phase") == "start-up" else f"at epoch {x['epoch']}")
+        for x in s.get("lesions", [])
+    ]
+    happened += [
+        f"{x['region']} revived at epoch {x['epoch']}"
+        + (" from its checkpoint" if x.get("from_checkpoint") else "")
+        for x in s.get("revivals", [])
+    ]
+    happened += [f"resumed at epoch {epoch}" for epoch in s.get("resumes", [])]
+    if happened:
+        print("  events: " + "; ".join(happened))
+    if s.get("figures"):
+        print("  figures: " + ", ".join(str(outcome.run.path / f) for f in s["figures"]))
     for lesion in s.get("lesions", []):
+        if lesion.get("detected_by") == "schedule":
+            continue  # in-process: the events line says it
         when = "before the run started" if lesion["phase"] == "start-up" else "at epoch"
         at = "" if lesion["phase"] == "start-up" else f" {lesion['epoch']}"
         print(

@@ -103,6 +103,9 @@ def run_state(regions: dict[str, Any]) -> str:
     return "not running"
 
 
+RAY_REVIVE_TIMEOUT = 120.0  # seconds: a new Ray actor (a fresh worker process) may take long
+
+
 def send_command(run_dir: Path, command: str, timeout: float = 5.0, **args: Any) -> dict[str, Any]:
     """Send one command to the run's orchestrator and return its reply's arguments."""
     regions = read_regions(run_dir)
@@ -111,9 +114,16 @@ def send_command(run_dir: Path, command: str, timeout: float = 5.0, **args: Any)
     if state != "running" or not info.get("control"):
         dead = f" (orchestrator pid {info.get('pid')} is gone)" if state != "not running" else ""
         raise ControlError(f"the run in {run_dir} is not running{dead}")
+    if command == Command.REVIVE.value and info.get("backend") == "ray":
+        timeout = max(timeout, RAY_REVIVE_TIMEOUT)  # the orchestrator waits for a new actor
     context = zmq.Context()
     sock = make_socket(context, zmq.DEALER, identity=f"client-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
+        if info.get("authenticated"):  # tcp + CURVE: the run's client key pair
+            from wire.transport import CLIENT_KEY, Security
+
+            security = Security.for_process(context, str(run_dir / "keys"), CLIENT_KEY)
+            security.client(sock, "orchestrator")
         sock.connect(info["control"])
         endpoint = Endpoint(sock, structlog.get_logger(), Counters(), routed=False)
         endpoint.send(control(Command(command), "client", **args))

@@ -51,11 +51,9 @@ import enum
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,10 +66,13 @@ from ccdni.base.rundir import RunDirectory
 from ccdni.base.spec import FORWARD_UNLOCKED_MODES, LESIONABLE, RunSpec
 from ccdni.base.template import child_options, start_template, template_context
 from orchestrator.client import process_start_ticks, process_state
+from orchestrator.early import TEMPLATE_EXTRA
 from orchestrator.placement import PlacementPlan, plan_placement
 from orchestrator.progress import Progress
+from orchestrator.ray_backend import RayBackendError
 from wire.channel import Counters, Endpoint, make_socket
 from wire.protocol import Command, Kind, RegionState, control
+from wire.transport import CLIENT_KEY, Security, TransportError, free_port, make_keys
 
 AREA_ROLES = ("area", "chain-area")  # roles whose processes are cortical areas
 IPC_PATH_LIMIT = 100  # sockaddr_un holds ~107 bytes
@@ -91,9 +92,6 @@ def start_region_template() -> bool:
     """Start the region template now (see :func:`ccdni.base.template.start_template`); a
     command calls it first thing so that the template's imports overlap its own."""
     return start_template(TEMPLATE_EXTRA)
-
-
-TEMPLATE_EXTRA = ("orchestrator.cli",)  # launch.py's one import: a region runs it again
 
 
 class ShutdownStage(str, enum.Enum):
@@ -149,6 +147,8 @@ class Region:
     sent: int = 0
     received: int = 0
     rejected: int = 0
+    batch: int = 0  # an area's training batches done in its epoch (heartbeat)
+    batches: int = 0  # …of this many per epoch
     last_metrics: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     lesioned: bool = False  # not to be used: killed, dead or silent, and not revived
@@ -169,9 +169,9 @@ def socket_location(run: RunDirectory) -> tuple[str, Path | None]:
     candidate = (run.path / "sock").resolve()
     if len(str(candidate)) + len("/orchestrator.sock") + 6 <= IPC_PATH_LIMIT:
         candidate.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(candidate, 0o700)  # whatever the umask
         return str(candidate), candidate
-    if sys.platform.startswith("linux"):
-        return f"@ccdni-{os.getpid()}-{uuid.uuid4().hex[:12]}", None
+    # never Linux abstract names (no permission check): a private (0700) temporary folder
     folder = Path(tempfile.mkdtemp(prefix="ccdni-"))
     return str(folder), folder
 
@@ -205,6 +205,9 @@ class Supervisor:
         self.context = zmq.Context()
         self.ipc_prefix: str | None = None
         self.sock_dir: Path | None = None
+        self._endpoints: dict[str, str] | None = None
+        self.security = Security()  # CURVE on tcp (set at launch)
+        self.backend: Any = None  # a RayBackend with backend = "ray"
         self.control: Endpoint | None = None
         self.counters = Counters()
         self.spawn_context = region_context()
@@ -237,21 +240,58 @@ class Supervisor:
 
     # -- launch ---------------------------------------------------------------------------------
     def endpoints(self) -> dict[str, str]:
-        assert self.ipc_prefix is not None
-        # a chain area binds its input side (a single area binds nothing: its name is unused)
+        assert self._endpoints is not None, "endpoints are chosen at launch"
+        return self._endpoints
+
+    def choose_endpoints(self, devices: dict[str, str]) -> dict[str, str]:
+        """Every party's endpoint: ipc files in the run's owner-only socket folder, or tcp
+        ports (on ``tcp_host``, or with Ray on each region's node) behind the run's CURVE keys.
+        A chain area binds its input side (a single area binds nothing: its name is unused)."""
         names = ["orchestrator", "cerebellum", "olive", *self.spec.area_names]
-        return {name: f"ipc://{self.ipc_prefix}/{name}.sock" for name in names}
+        if self.spec.transport == "ipc":
+            self.ipc_prefix, self.sock_dir = socket_location(self.run)
+            return {name: f"ipc://{self.ipc_prefix}/{name}.sock" for name in names}
+        if self.spec.insecure_tcp:
+            self.log.warning(
+                "insecure_tcp",
+                warning="tcp WITHOUT authentication or encryption: anyone who can reach these "
+                "ports can read and inject messages; use only on a trusted closed network",
+            )
+            self.event("insecure_tcp")
+        else:
+            make_keys(self.run.keys_path, [*names, CLIENT_KEY])
+            self.security = Security.for_process(
+                self.context, str(self.run.keys_path), "orchestrator"
+            )
+        hosts = {name: self.spec.tcp_host for name in names}
+        if self.spec.backend == "ray":
+            from orchestrator.ray_backend import RayBackend
+
+            self.backend = RayBackend(self.spec.ray_address, regions=len(devices))
+            hosts.update(self.backend.place(devices))
+            hosts["orchestrator"] = self.backend.driver_address()
+            ports = {n: self.backend.free_port(n, hosts[n]) for n in devices}
+        else:
+            ports = {}
+        return {
+            name: f"tcp://{hosts[name]}:{ports.get(name) or free_port(hosts[name])}"
+            for name in names
+        }
 
     def launch(self) -> None:
-        self.ipc_prefix, self.sock_dir = socket_location(self.run)
-        sock = make_socket(self.context, zmq.ROUTER)
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a region that reconnects (SIGCONT) is heard
-        sock.bind(self.endpoints()["orchestrator"])
-        self.control = Endpoint(sock, self.log, self.counters, routed=True)
-        self.write_regions()  # at once: a client can tell this run is alive (or, later, dead)
         roles = [(name, self.spec.area_role) for name in self.spec.area_names]
         if self.spec.uses_cerebellum:
             roles += [("cerebellum", "cerebellum"), ("olive", "olive")]
+        self.placement = plan_placement(self.spec, [name for name, _ in roles])
+        devices = {name: self.placement.regions[name].device for name, _ in roles}
+        self.await_template()
+        self._endpoints = self.choose_endpoints(devices)
+        sock = make_socket(self.context, zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a region that reconnects (SIGCONT) is heard
+        self.security.server(self.context, sock)
+        sock.bind(self.endpoints()["orchestrator"])
+        self.control = Endpoint(sock, self.log, self.counters, routed=True)
+        self.write_regions()  # at once: a client can tell this run is alive (or, later, dead)
         lesioned: list[str] = list(self.resume_lesioned)
         if self.resume_epoch is not None:  # lesions scheduled before the resume point stay
             lesioned += [r for r, e in self.spec.ablation_schedule if e < self.resume_epoch]
@@ -259,7 +299,6 @@ class Supervisor:
         options: dict[str, Any] = {"resume": self.resume_epoch is not None, "lesioned": lesioned}
         if self.resume_epoch is not None:
             options["resume_epoch"] = self.resume_epoch
-        self.placement = plan_placement(self.spec, [name for name, _ in roles])
         self.event("placement", **self.placement.to_dict())
         self.log.info("placement", **self.placement.to_dict())
         self.check_io()  # a run directory that cannot record the spawns spawns nothing
@@ -282,6 +321,20 @@ class Supervisor:
                 self.spawn(name, role, {**options, "expect_checkpoint": expect})
         self.write_regions()
 
+    def await_template(self) -> None:
+        """Wait until the region template can fork (its imports take seconds; a trivial
+        child is forked and joined): the socket folder and the control socket are made only
+        then, so an orchestrator killed meanwhile leaves no socket file (the regions, which
+        clean up after a dead orchestrator, do not exist yet)."""
+        if self.backend is not None or self.spawn_context.get_start_method() != "forkserver":
+            return
+        probe = self.spawn_context.Process(target=os.getpid, name="ccdni-template-probe")
+        probe.start()  # returns once the template has forked it
+        probe.join(self.spec.startup_timeout)
+        if probe.is_alive():
+            probe.kill()
+            probe.join(1.0)
+
     def shell_for(self, name: str, role: str) -> str:
         """The shell the region's process runs: a key of ``ccdni.base.region.SHELLS`` or a
         ``"module:Class"`` (the hook tests use to run a deliberately broken region)."""
@@ -293,24 +346,26 @@ class Supervisor:
         threads = str(self.spec.threads)
         saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
         os.environ.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-        if self.spawn_context.get_start_method() == "forkserver":
+        if self.backend is None and self.spawn_context.get_start_method() == "forkserver":
             if self.lifeline is None:
                 self.lifeline = os.pipe()  # not inheritable: no exec'd process gets it
             options = {**options, **child_options(self.lifeline[0])}
+        args = (
+            self.shell_for(name, role),
+            name,
+            self.spec.to_dict(),
+            str(self.run.path.resolve()),
+            self.endpoints(),
+            os.getpid(),
+            {**options, "placement": self.placement.regions[name].to_dict()},
+        )
         try:
-            process = self.spawn_context.Process(
-                target=region_main,
-                args=(
-                    self.shell_for(name, role),
-                    name,
-                    self.spec.to_dict(),
-                    str(self.run.path),
-                    self.endpoints(),
-                    os.getpid(),
-                    {**options, "placement": self.placement.regions[name].to_dict()},
-                ),
-                name=f"ccdni-{name}",
-            )
+            if self.backend is not None:  # a Ray actor in the region's bundle
+                process = self.backend.process(name, self.placement.regions[name].device, args)
+            else:
+                process = self.spawn_context.Process(
+                    target=region_main, args=args, name=f"ccdni-{name}"
+                )
             process.start()
         finally:
             for key, value in saved.items():
@@ -359,7 +414,11 @@ class Supervisor:
                         "started": process_start_ticks(os.getpid()),
                         "alive": self.control is not None,
                         "state": "running" if self.control is not None else "ended",
-                        "control": self.endpoints()["orchestrator"] if self.ipc_prefix else None,
+                        "control": (self._endpoints or {}).get("orchestrator"),
+                        "transport": self.spec.transport,
+                        "backend": self.spec.backend,
+                        "authenticated": self.security.keys is not None,
+                        "endpoints": self._endpoints,
                     },
                     "regions": self.region_table(),
                 },
@@ -534,6 +593,7 @@ class Supervisor:
             region.state, region.epoch = header.state, header.epoch
             region.sent, region.received = header.sent, header.received
             region.rejected = header.rejected
+            region.batch, region.batches = header.batch, header.batches
         elif message.kind == Kind.METRIC:
             try:
                 self.run.append_metric({"region": region.name, **header.values})
@@ -595,7 +655,7 @@ class Supervisor:
         region.alive = False
         region.exitcode = region.process.exitcode if region.process is not None else None
         region.state = RegionState.EXITED
-        cause = describe_exit(region.exitcode)
+        cause = getattr(region.process, "death_cause", None) or describe_exit(region.exitcode)
         record: dict[str, Any] = {
             "region": region.name,
             "pid": region.pid,
@@ -686,8 +746,11 @@ class Supervisor:
         region.lesion_cause = region.lesion_cause or f"ablated ({cause})"
         region.kill_time = time.time()
         self.event("ablate", region=name, pid=region.pid, cause=cause, epoch=self.area_epoch())
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(region.pid, signal.SIGKILL)
+        if self.backend is not None:
+            region.process.kill()  # ray.kill: the actor dies, Ray does not restart it
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(region.pid, signal.SIGKILL)
         return None
 
     def revive(self, name: str, from_checkpoint: bool) -> str | None:
@@ -852,7 +915,11 @@ class Supervisor:
                     self.handle(*received)
             self.control.sock.close(linger=0)
             self.control = None
+        self.security.close()
         self.context.term()
+        if self.backend is not None:  # no actor outlives the run
+            self.backend.close()
+            self.backend = None
         if self.lifeline is not None:  # every region is gone by now
             for fd in self.lifeline:
                 with contextlib.suppress(OSError):
@@ -888,6 +955,9 @@ class Supervisor:
         except KeyboardInterrupt as exc:
             status, reason = "interrupted", str(exc) or "interrupted by the user"
         except RunFailed as exc:
+            status, reason = "failed", str(exc)
+            self.log.error("run_failed", reason=reason)
+        except (RayBackendError, TransportError) as exc:  # Ray or the keys refused
             status, reason = "failed", str(exc)
             self.log.error("run_failed", reason=reason)
         except OSError as exc:  # the socket folder, a spawn: the machine refused

@@ -25,6 +25,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+PLACEMENT_TIMEOUT = 30.0  # seconds Ray gets to reserve every region's bundle
+
 
 class RayBackendError(RuntimeError):
     """Ray is missing or refused what the run needs; the text says why."""
@@ -52,7 +54,7 @@ def region_actor_class():
         def run(self, *args: Any) -> int:
             from ccdni.base.region import region_run
 
-            return region_run(*args)
+            return region_run(*args, hosted=True)
 
     return RegionActor
 
@@ -77,6 +79,7 @@ class RayRegionProcess:
     _write_fd: int = -1
     _thread: threading.Thread | None = None
     _killed: bool = False
+    death_cause: str | None = None  # why Ray says the actor died, when we did not kill it
     _done: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> None:
@@ -93,8 +96,13 @@ class RayRegionProcess:
         ray = _ray()
         try:
             self.exitcode = int(ray.get(self._ref))
-        except Exception:  # RayActorError, ActorDiedError, WorkerCrashedError, ...
-            self.exitcode = -9 if self._killed else -1
+        except Exception as exc:  # RayActorError, ActorDiedError, WorkerCrashedError, ...
+            self.exitcode = -9 if self._killed else None
+            if not self._killed:
+                self.death_cause = f"Ray reports the actor dead ({type(exc).__name__})"
+        # the region has ended: its actor goes too, freeing the bundle for a revival
+        with contextlib.suppress(Exception):
+            ray.kill(self.actor, no_restart=True)
         self._done.set()
         with contextlib.suppress(OSError):
             os.write(self._write_fd, b"x")
@@ -143,7 +151,7 @@ def _local(pid: int) -> bool:
 class RayBackend:
     """Starts a run's regions as Ray actors in one placement group."""
 
-    def __init__(self, address: str = "", cpus_per_region: float = 1.0):
+    def __init__(self, address: str = "", regions: int = 3, cpus_per_region: float = 1.0):
         ray = _ray()
         self.ray = ray
         self.started_ray = False
@@ -151,7 +159,15 @@ class RayBackend:
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if address:
                 kwargs["address"] = address
-            ray.init(**kwargs)
+            else:
+                # a local Ray: one logical CPU per region even on a small machine (a region
+                # uses one intra-op thread and mostly waits on its peers, as local processes)
+                kwargs["num_cpus"] = max(os.cpu_count() or 1, int(regions * cpus_per_region))
+            try:
+                ray.init(**kwargs)
+            except Exception as exc:  # ConnectionError, RuntimeError, ValueError, ...
+                where = f"the Ray cluster at {address}" if address else "a local Ray"
+                raise RayBackendError(f"cannot start {where}: {exc}") from None
             self.started_ray = True
         self.cpus_per_region = cpus_per_region
         self.group: Any = None
@@ -172,15 +188,22 @@ class RayBackend:
             bundles.append(bundle)
         self.group = placement_group(bundles, strategy="PACK")
         try:
-            self.ray.get(self.group.ready(), timeout=120)
+            self.ray.get(self.group.ready(), timeout=PLACEMENT_TIMEOUT)
         except Exception as exc:
+            total = self.ray.cluster_resources()
             raise RayBackendError(
-                f"Ray could not reserve {bundles} for the run's regions: {exc}"
+                f"Ray could not reserve {len(bundles)} bundles {bundles[0]} for the run's "
+                f"regions within {PLACEMENT_TIMEOUT:g} s (cluster resources: {total}): "
+                f"{type(exc).__name__}"
             ) from None
         table = placement_group_table(self.group)
         nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in self.ray.nodes() if n["Alive"]}
         self.bundles = {name: i for i, name in enumerate(names)}
         return {name: nodes[table["bundles_to_node_id"][i]] for i, name in enumerate(names)}
+
+    def driver_address(self) -> str:
+        """This process's (the orchestrator's) address as the cluster sees it."""
+        return str(self.ray.util.get_node_ip_address())
 
     def _strategy(self, name: str):
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -201,7 +224,6 @@ class RayBackend:
         options: dict[str, Any] = {
             "num_cpus": self.cpus_per_region,
             "scheduling_strategy": self._strategy(name),
-            "name": None,
         }
         if device.startswith("cuda"):
             options["num_gpus"] = 0.25

@@ -187,9 +187,49 @@ def summarise(
         "cerebellar_loss_final": olive[-1]["cerebellar_loss"] if olive else None,
         "missing_predictions": sum(m.get("missing_predictions", 0) for m in area),
         "shutdown_stages": outcome["shutdown_stages"],
-        "lesions": outcome.get("lesions", []),  # each: region, epoch, phase, cause, detected_by
+        "lesions": outcome.get("lesions", scheduled_lesions(run)),  # region, epoch, phase, …
+        **history(run, spec),
         "io_error": outcome.get("io_error"),
         "pid": os.getpid(),
+    }
+
+
+def scheduled_lesions(run: RunDirectory) -> list[dict[str, Any]]:
+    """The lesions of an in-process run: its scheduled ablations (``ablate`` events)."""
+    return [
+        {
+            "region": e.get("region"),
+            "epoch": e.get("epoch"),
+            "phase": "running",
+            "cause": e.get("cause", "scheduled"),
+            "detected_by": "schedule",
+        }
+        for e in run.events_named("ablate")
+    ]
+
+
+def history(run: RunDirectory, spec: RunSpec) -> dict[str, Any]:
+    """What else the summary says happened: revivals and resumes with their epochs (over the
+    whole run directory, every session), whether the same seed gives the same numbers
+    (``--inprocess`` and ``--timing lockstep`` do; ``wait`` and ``stale`` depend on timing),
+    and where the figures go."""
+    deterministic = spec.inprocess or spec.timing == "lockstep"
+    return {
+        "deterministic": deterministic,
+        "determinism": "in-process"
+        if spec.inprocess
+        else f"timing {spec.timing}: "
+        + ("deterministic" if deterministic else "depends on process timing"),
+        "revivals": [
+            {
+                "region": e.get("region"),
+                "epoch": e.get("epoch"),
+                "from_checkpoint": bool(e.get("from_checkpoint")),
+            }
+            for e in run.events_named("revive")
+        ],
+        "resumes": [e.get("epoch") for e in run.events_named("resume")],
+        "figures_dir": str(run.path / "figures"),
     }
 
 
@@ -340,7 +380,7 @@ def plan_resume(run_path: str | Path) -> ResumePlan:
             f"it would {effect}"
         )
     missing = [{"region": area, **saved_records[e]} for e in gap]
-    if k >= spec.epochs:
+    if k >= spec.epochs and not gap:  # (with a gap: the records are restored, the run ends)
         raise ResumeError(f"the run in {run.path} already completed its {spec.epochs} epochs")
     ended = lesioned_at_end(events)
     stays = set(ended) | {r for r, e in spec.ablation_schedule if e < k}

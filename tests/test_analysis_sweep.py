@@ -1,4 +1,4 @@
-"""Correlation analyses, correlation recording, sweeps and their report (DESIGN §5, §7)."""
+"""Correlation analyses, correlation recording, sweeps and their report."""
 
 from __future__ import annotations
 
@@ -261,6 +261,31 @@ def test_rerun_starts_no_new_run(tiny_sweep) -> None:
     assert all(completed(p) is not None for p in same.points)
     changed = Sweep(sweep_dir, {**base, "lr": 2e-3}, grid, 1)
     assert all(completed(p) is None for p in changed.points)
+
+
+def test_inline_points_equal_the_sweeps_processes(tiny_sweep, tmp_path: Path) -> None:
+    """``--inline`` (every point inside the experiment's own process) writes the same points,
+    with the same numbers, as one ``launch.py run`` process per point, and skips them after."""
+    from experiments.common import Placement, SweepPlan, run_plans
+
+    sweep_dir, _ = tiny_sweep
+    base = {"inprocess": True, "epochs": 3, "figures": False, "record_epochs": "all"}
+    grid = {
+        "model,sparsity_k": [["scc-dni", 4], ["cc-dni", 0]],
+        "cerebellum_hidden": [20, 40],
+        "seed": [0],
+    }
+    plan = SweepPlan("inline", base, grid)
+    points = run_plans([plan], tmp_path, Placement(inline=True), echo=False)["inline"]
+    assert [p.status for p in points] == ["completed"] * 4
+    by_process = {r["name"]: r for r in _rows(sweep_dir)}
+    inline = _rows(tmp_path / "inline")
+    assert len(inline) == 4
+    for row in inline:
+        assert float(row["last5_val_mse"]) == float(by_process[row["name"]]["last5_val_mse"])
+        assert float(row["r_h_first"]) == float(by_process[row["name"]]["r_h_first"])
+    again = run_plans([plan], tmp_path, Placement(inline=True), echo=False)["inline"]
+    assert [p.status for p in again] == ["skipped"] * 4
 
 
 def test_report_draws_the_figures(tiny_sweep) -> None:

@@ -144,3 +144,23 @@ def test_kill_by_hand_and_revival_are_placed_from_the_records(tmp_path: Path) ->
     run.append_event("revive", region="cerebellum", from_checkpoint=True)
     placed = markers(run, load_spec(model="cc-dni"))
     assert [(m.kind, m.at) for m in placed] == [("lesion", 3.5), ("revive", 6.5)]
+
+
+def test_a_metric_in_other_units_gets_its_own_axis_and_integer_epochs(tmp_path: Path) -> None:
+    """A validation error in % and a cross-entropy training loss are drawn on two labelled
+    axes (one legend naming both), every epoch marked by a dot and the epoch axis in whole
+    epochs."""
+    run = RunDirectory(tmp_path)
+    for epoch, (loss, error) in enumerate([(2.3, 80.0), (2.1, 63.5), (1.8, 57.0), (1.7, 53.8)]):
+        run.append_metric(
+            {"region": "area0", "epoch": epoch, "train_loss": loss, "val_error_pct": error}
+        )
+    fig = learning_curve_figure(run, "seqmnist test", spec=load_spec(task="seqmnist"))
+    top, twin = fig.axes[0], fig.axes[-1]
+    assert top.get_ylabel() == "validation error (%)"
+    assert twin.get_ylabel() == "training loss (dashed)" and twin is not top
+    assert legend_texts(top) == ["validation error (%)", "training loss"]
+    assert all(line.get_marker() == "." for line in top.get_lines() + twin.get_lines())
+    ticks = [t for t in top.get_xticks() if 0.5 <= t <= 4.5]
+    assert ticks == [1, 2, 3, 4]
+    plt.close(fig)

@@ -1,4 +1,4 @@
-"""The maths of the socket-free cores against hand-computed and autograd references (DESIGN §3).
+"""The maths of the socket-free cores against hand-computed and autograd references.
 
 Tolerances: float64 checks (built under ``torch.set_default_dtype(torch.float64)``, because
 ``CorticalArea.initial_state`` makes its zeros in the default dtype, so ``.double()`` on the

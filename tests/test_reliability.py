@@ -68,7 +68,7 @@ def cli(args: list[str], capsys) -> tuple[int, str, str]:
     try:
         code = cli_main(args)
     except SystemExit as exc:
-        code = exc.code
+        code = exc.code if isinstance(exc.code, int) else 1
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -215,6 +215,86 @@ def test_resume_refuses_altered_metrics(interrupted_run: Path, tmp_path: Path) -
     assert snapshot(run) == before
 
 
+def test_resume_restores_epochs_a_dead_orchestrator_never_recorded(tmp_path: Path) -> None:
+    """An area that finished every epoch while its orchestrator was already dead (its last
+    metrics never reached metrics.jsonl, no summary) is resumed by restoring those epochs'
+    records from its checkpoint: the run completes with every epoch recorded once, the
+    recorded ones untouched."""
+    from orchestrator.runner import resume_run
+
+    spec = load_spec(
+        epochs=8, timing="lockstep", runs_dir=str(tmp_path), run_name="r", figures=False
+    )
+    spec = spec.replace(progress=False)
+    assert execute_run(spec, console=False).summary["status"] == "completed"
+    run = tmp_path / "r"
+    full = {r["epoch"]: r for r in area_epochs(run)}
+    lines = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
+    area_lines = [i for i, line in enumerate(lines) if '"region": "area0"' in line]
+    kept = "".join(lines[: area_lines[-3]])  # the last three epochs of area0 never arrived
+    (run / "metrics.jsonl").write_text(kept)
+    (run / "summary.json").unlink()
+    outcome = resume_run(run, console=False)
+    assert outcome.summary["status"] == "completed"
+    assert outcome.summary["epochs_completed"] == 8
+    after = (run / "metrics.jsonl").read_text()
+    assert after.startswith(kept)
+    restored = area_epochs(run)
+    assert [r["epoch"] for r in restored] == list(range(8))
+    assert [r["train_loss"] for r in restored] == [full[e]["train_loss"] for e in range(8)]
+    (resume,) = events_of(run, "resume")
+    assert resume["epoch"] == 8 and resume["metrics_restored"] == 3
+
+
+def test_template_leaves_with_its_orchestrator(tmp_path: Path) -> None:
+    """After a run ends the region template (the forkserver the regions are forked from) is
+    gone within 2 s (it skips the interpreter's seconds-long teardown); an orchestrator
+    killed while the template still imports leaves no socket file, and no process once the
+    template has finished its imports."""
+    tag = f"ccdni-test-{os.getpid()}-{time.monotonic_ns()}"
+    env = {**os.environ, "CCDNI_TEST_TAG": tag}
+
+    def tagged() -> list[int]:
+        marker = f"CCDNI_TEST_TAG={tag}".encode()
+        found = []
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+                state = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if marker in environ and state != b"Z":
+                found.append(int(entry))
+        return found
+
+    common = ["--epochs", "2", "--runs-dir", str(tmp_path), "--no-figures", "--no-progress"]
+    done = subprocess.run(
+        [sys.executable, "launch.py", *common, "--run-name", "done"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    ended = time.monotonic()
+    wait_for(lambda: not tagged(), 10, step=0.02)
+    assert time.monotonic() - ended <= 2.0
+    killed = subprocess.Popen(
+        [sys.executable, "launch.py", *common, "--run-name", "killed"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    run = tmp_path / "killed"
+    wait_for(lambda: (run / "spec.toml").exists(), 120, step=0.005)
+    time.sleep(0.1)
+    killed.kill()
+    killed.wait(30)
+    wait_for(lambda: not tagged(), 120, step=0.05)  # a template still importing ends after
+    assert [p for p in run.rglob("*") if p.is_socket()] == []
+
+
 # -- sweeps ----------------------------------------------------------------------------------------
 
 
@@ -346,6 +426,51 @@ def test_dni_with_truncation_beyond_the_sequence_is_refused(capsys, tmp_path: Pa
     assert list(tmp_path.iterdir()) == []
 
 
+def mark_after(barrier, path: str, name: str, epoch: int) -> None:
+    from ccdni.base.region import mark_orchestrator_dead
+
+    barrier.wait(10)
+    mark_orchestrator_dead(Path(path), 4242, name, epoch)
+
+
+def test_orphans_marking_regions_json_together_lose_no_update(tmp_path: Path) -> None:
+    """Three orphans rewriting regions.json at the same instant each leave their mark (dead,
+    'orchestrator dead', the area's last epoch): none of their updates is lost to another's,
+    and no temporary file is left."""
+    import multiprocessing
+
+    regions = tmp_path / "regions.json"
+    names = {"area0": 7, "cerebellum": 0, "olive": 0}
+    context = multiprocessing.get_context("fork")
+    for _ in range(10):
+        entry = {"alive": True, "state": "running", "epoch": 3, "last_heartbeat_s": 0.1}
+        regions.write_text(
+            json.dumps(
+                {
+                    "orchestrator": {"pid": 4242, "alive": True, "state": "running"},
+                    "regions": {name: dict(entry) for name in names},
+                }
+            )
+        )
+        barrier = context.Barrier(len(names))
+        workers = [
+            context.Process(target=mark_after, args=(barrier, str(regions), name, epoch))
+            for name, epoch in names.items()
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+            assert worker.exitcode == 0
+        data = json.loads(regions.read_text())
+        assert data["orchestrator"]["state"] == "dead" and not data["orchestrator"]["alive"]
+        for name, entry in data["regions"].items():
+            assert not entry["alive"] and entry["state"] == "orchestrator dead", (name, entry)
+            assert entry["last_heartbeat_s"] is None
+        assert [data["regions"][n]["epoch"] for n in names] == [7, 3, 3]
+        assert [p.name for p in tmp_path.iterdir()] == ["regions.json"]
+
+
 # -- a silent cerebellum ---------------------------------------------------------------------------
 
 
@@ -402,12 +527,56 @@ def test_sigstopped_cerebellum_is_lesioned_then_revived(tmp_path: Path) -> None:
     assert_no_process_left(run, expected_regions=3)
 
 
+def test_sigstopped_olive_stays_lesioned_after_sigcont_in_lockstep(tmp_path: Path) -> None:
+    """A SIGSTOPped olive under lockstep is lesioned by its missing heartbeats; after SIGCONT it
+    speaks again but stays lesioned until revived, so the cerebellum waits for no error of it
+    and the area goes on training (found by the fault-injection suite: the cerebellum took the
+    olive's hello for a return, waited for errors that never came, and the area failed)."""
+    spec = load_spec(
+        epochs=100_000,
+        timing="lockstep",
+        heartbeat_timeout=2.0,
+        runs_dir=str(tmp_path),
+        run_name="o",
+        figures=False,
+        progress=False,
+    )
+    thread, box = run_in_thread(spec)
+    run = tmp_path / "o"
+    try:
+        wait_for(lambda: len(area_epochs(run)) >= 3, 120, step=0.05)
+        pid = json.loads((run / "regions.json").read_text())["regions"]["olive"]["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: events_of(run, "lesion", region="olive"), 30)
+        os.kill(pid, signal.SIGCONT)
+        wait_for(lambda: events_of(run, "responsive", region="olive"), 30)
+        after = len(area_epochs(run))
+        wait_for(lambda: len(area_epochs(run)) >= after + 5, 60, step=0.05)
+        status = send_command(run, "status")["regions"]["olive"]
+        assert status["alive"] and status["lesioned"]
+        assert send_command(run, "stop")["ok"]
+        thread.join(60)
+    finally:
+        if thread.is_alive():
+            send_command(run, "stop")
+            thread.join(60)
+    assert box["outcome"].summary["status"] == "stopped", box["outcome"].summary["reason"]
+    cerebellum = [r for r in records(run / "metrics.jsonl") if "olive_lesioned" in r]
+    assert cerebellum[-1]["olive_lesioned"]
+    assert_no_process_left(run, expected_regions=3)
+
+
 # -- the fault-injection script ---------------------------------------------------------------------
 
 
+SMALL_FAULT_CLASSES = ("kill-startup", "kill-mid-epoch", "kill-orchestrator")
+
+
 def test_fault_injection_in_small_loses_no_epoch(tmp_path: Path) -> None:
-    """``benchmarks.faults`` with a small N runs every scenario class it draws and reports 0
-    epochs lost, 0 stray processes and 0 stray socket files."""
+    """``benchmarks.faults`` with a small N — seed 320 draws a cerebellum killed 0.05 s after
+    its spawn, the area killed during epoch 4 (then resumed) and the orchestrator killed
+    mid-run (orphans, status, resume); runs of 10-14 epochs, all three at once — survives
+    every scenario and reports 0 epochs lost, 0 stray processes and 0 stray socket files."""
     out = tmp_path / "faults.json"
     result = subprocess.run(
         [
@@ -415,11 +584,17 @@ def test_fault_injection_in_small_loses_no_epoch(tmp_path: Path) -> None:
             "-m",
             "benchmarks.faults",
             "--n",
-            "6",
+            str(len(SMALL_FAULT_CLASSES)),
+            "--classes",
+            ",".join(SMALL_FAULT_CLASSES),
+            "--min-epochs",
+            "10",
+            "--max-epochs",
+            "14",
             "--seed",
-            "3",
+            "320",
             "--parallel",
-            "2",
+            str(len(SMALL_FAULT_CLASSES)),
             "--work-dir",
             str(tmp_path / "work"),
             "--json",
@@ -432,7 +607,12 @@ def test_fault_injection_in_small_loses_no_epoch(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert sum(c["total"] for c in report["classes"].values()) == 6
+    details = {s["cls"]: s["detail"] for s in report["scenarios"]}
+    assert details["kill-startup"].startswith("kill -9 cerebellum 0.05 s after its spawn")
+    assert details["kill-mid-epoch"].startswith("kill -9 area0 during epoch 4")
+    assert details["kill-orchestrator"].startswith("kill -9 the orchestrator at mid-run")
+    assert set(report["classes"]) == set(SMALL_FAULT_CLASSES)
+    assert all(c["total"] == 1 for c in report["classes"].values())
     for name, row in report["classes"].items():
         assert row["epochs_lost"] == 0, (name, row)
         assert row["stray_processes"] == 0 and row["stray_sockets"] == 0, (name, row)

@@ -1,4 +1,4 @@
-"""The run spec, the command line and the target-reaching task (DESIGN §5, §6)."""
+"""The run spec, the command line and the target-reaching task."""
 
 from __future__ import annotations
 

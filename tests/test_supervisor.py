@@ -88,7 +88,9 @@ class StopsAtStart(RegionShell):
 
 class Flooder(RegionShell):
     """Reports ready, heartbeats, obeys ``stop``, and between heartbeats floods the control
-    socket with invalid messages of every kind; counts what it sent in a final metric."""
+    socket with invalid messages of every kind; reports how many it sent in a metric every
+    half second and at the end (on a loaded machine the orchestrator may not drain the last
+    flood before the exit's linger is over, so the final one can be lost)."""
 
     role = "cerebellum"
 
@@ -108,6 +110,7 @@ class Flooder(RegionShell):
         ]
         self.state = RegionState.READY
         self.report(Command.READY)
+        reported = time.monotonic()
         while True:
             for _ in range(200):
                 try:
@@ -116,6 +119,9 @@ class Flooder(RegionShell):
                 except zmq.Again:
                     break
             self.tick()
+            if time.monotonic() - reported >= 0.5:
+                reported = time.monotonic()
+                self.control.send(MetricHeader(region=self.name, values={"flooded": self.flooded}))
             time.sleep(0.005)
 
     def finish(self) -> None:
@@ -237,8 +243,12 @@ def test_cerebellum_dying_at_start_is_a_lesion_at_epoch_0(tmp_path: Path) -> Non
     assert lesion["phase"] == "start-up" and lesion["epoch"] == 0
     assert lesion["cause"] == "exit code 7" and lesion["detected_by"] == "sentinel"
     assert outcome["lesions"] == [{k: v for k, v in lesion.items() if k not in ("time", "event")}]
-    ready = max(e["time"] for e in events_of(run, "ready"))
-    assert events_of(run, "all_ready")[0]["time"] - ready < 1.0  # no wait for the dead one
+    (died,) = events_of(run, "exit", region="cerebellum")
+    # no wait for the dead one: the run starts once the others are ready and the death is seen
+    # (on a loaded machine the cerebellum may still be starting when the others are ready)
+    last = max([e["time"] for e in events_of(run, "ready")] + [died["time"]])
+    assert events_of(run, "all_ready")[0]["time"] - last < 1.0
+    assert died["detection_latency_s"] < 1.0
     assert events_of(run, "all_ready")[0]["lesioned"] == ["cerebellum"]
     area = [r for r in records(run / "metrics.jsonl") if r["region"] == "area0" and "epoch" in r]
     assert [r["epoch"] for r in area] == [0, 1, 2]
@@ -286,7 +296,7 @@ def test_flooding_region_does_not_stall_supervision(tmp_path: Path) -> None:
     metrics = records(run / "metrics.jsonl")
     area = [r for r in metrics if r["region"] == "area0" and "epoch" in r]
     assert [r["epoch"] for r in area] == list(range(30))  # the impostor's epoch 999 is not
-    (flood,) = [r for r in metrics if "flooded" in r]
+    flood = [r for r in metrics if "flooded" in r][-1]  # the latest count that arrived
     rejected = [
         line
         for line in records(run / "logs" / "orchestrator.jsonl")

@@ -48,7 +48,15 @@ SAMPLES = {  # every field differs from its default
     Kind.ACTIVITY: ActivityHeader(run="r4", interface="a4", epoch=1, batch=2, truncation=3),
     Kind.FEEDBACK: FeedbackHeader(run="é-ü", interface="a5", epoch=6, batch=7, truncation=8),
     Kind.HEARTBEAT: HeartbeatHeader(
-        region="cerebellum", pid=4242, state="serving", epoch=9, sent=100, received=99, rejected=2
+        region="area0",
+        pid=4242,
+        state="training",
+        epoch=9,
+        sent=100,
+        received=99,
+        rejected=2,
+        batch=120,
+        batches=480,
     ),
     Kind.METRIC: MetricHeader(
         region="area0",

@@ -1,1 +1,1 @@
-"""The wire protocol between regions (DESIGN §4). See :mod:`wire.protocol`."""
+"""The wire protocol between regions. See :mod:`wire.protocol`."""

@@ -1,4 +1,4 @@
-"""The wire protocol between regions: version, kinds, headers and codec (DESIGN §4).
+"""The wire protocol between regions: version, kinds, headers and codec.
 
 A message is one ZeroMQ multipart message::
 
@@ -147,6 +147,8 @@ class HeartbeatHeader(Header):
     sent: int = 0
     received: int = 0
     rejected: int = 0
+    batch: int = 0  # an area: training batches done in the current epoch
+    batches: int = 0  # an area: training batches per epoch (0: not an area)
 
     def __post_init__(self) -> None:
         try:

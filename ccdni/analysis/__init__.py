@@ -1,1 +1,1 @@
-"""Analyses of recorded activity (DESIGN §7): correlations, population correlation."""
+"""Analyses of recorded activity: correlations, population correlation."""

@@ -1,4 +1,4 @@
-"""Correlation measures of a population's activity (DESIGN §7; paper Fig. 2e,f, S6, S7).
+"""Correlation measures of a population's activity (paper Fig. 2e,f, S6, S7).
 
 Both measures take an activity array of shape ``(..., Z)``: every leading index is one sample
 (an example, an example at one step, ...), the last axis the Z units. The leading axes are

@@ -1,4 +1,4 @@
-"""Forward-DNI correlation maths (DESIGN §6 "Forward DNI on MNIST"; paper Fig. 7, appendix B).
+"""Forward-DNI correlation maths (paper Fig. 7, appendix B).
 
 Socket-free helpers for comparing two populations recorded on the same samples, e.g. cerebellar
 units (granule/Purkinje hidden layer or nuclei output) against the second hidden layer h₂ of the

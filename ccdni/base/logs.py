@@ -44,8 +44,9 @@ def configure_logging(
 ) -> structlog.stdlib.BoundLogger:
     """Configure structlog for this process and return a logger bound to ``region``.
 
-    JSON lines go to ``log_file``; with ``console`` they also go to stderr (a human renderer
-    when stderr is a terminal).
+    JSON lines go to ``log_file``; with ``console`` they also go to stderr: every line as
+    JSON when stderr is not a terminal, only warnings and errors (rendered for people) when it
+    is, so that they stay out of the live display's way.
     """
     for fh in _files:
         fh.close()
@@ -69,7 +70,8 @@ def configure_logging(
 
     def render(logger: Any, name: str, event: dict[str, Any]) -> str:
         text = json_renderer(logger, name, dict(event))
-        if console_renderer is not None:
+        # on a terminal only warnings and errors: the live display shows the progress
+        if console_renderer is not None and LEVELS.get(event.get("level", ""), 20) >= 30:
             with contextlib.suppress(OSError, ValueError):
                 sys.stderr.write(console_renderer(logger, name, dict(event)) + "\n")
         return text

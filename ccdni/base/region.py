@@ -24,6 +24,7 @@ orchestrator dies, raises the same ``ORPHAN_SIGNAL``, so the orphan rules above 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import importlib
@@ -31,6 +32,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from abc import ABC, abstractmethod
@@ -52,6 +54,7 @@ from wire.protocol import (
     RegionState,
     control,
 )
+from wire.transport import Security
 
 if TYPE_CHECKING:  # the checkpoint module imports torch: not before the parent watch is set
     from ccdni.base.checkpoint import Checkpoint
@@ -100,6 +103,44 @@ def termination(exc: BaseException) -> Terminated | None:
     if isinstance(exc, Terminated):
         return exc
     return TERMINATION[0] if TERMINATION else None
+
+
+def key_folder(spec: RunSpec, run: RunDirectory) -> str | None:
+    """The run's CURVE key folder when its sockets are authenticated (tcp, not insecure)."""
+    if spec.transport == "tcp" and not spec.insecure_tcp:
+        return str(run.keys_path)
+    return None
+
+
+def skip_template_teardown() -> None:
+    """In the region template (a ``multiprocessing`` forkserver that imports this module):
+    once it is told to end (the orchestrator is gone), leave with ``os._exit(0)`` instead of
+    the interpreter's teardown, whose final garbage collection of torch's objects takes
+    seconds on a loaded machine (the template would outlive its orchestrator by that long).
+    Elsewhere, and in the regions forked from the template, nothing changes."""
+    frame: Any = sys._getframe()
+    while frame is not None:
+        if (
+            frame.f_code.co_name == "main"
+            and frame.f_globals.get("__name__") == "multiprocessing.forkserver"
+        ):
+            break
+        frame = frame.f_back
+    else:
+        return
+    template_pid = os.getpid()
+
+    def leave() -> None:
+        if os.getpid() == template_pid:  # not in a forked region, which has its own way out
+            with contextlib.suppress(OSError, ValueError):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(0)
+
+    atexit.register(leave)
+
+
+skip_template_teardown()
 
 
 def watch_parent(parent_pid: int) -> None:
@@ -171,6 +212,8 @@ class RegionShell(ABC):
             self.log.warning("placement_failed", reason=self.options["placement_failed"])
         self.counters = Counters()
         self.context = zmq.Context()
+        # tcp: CURVE with this region's key pair, servers admitting only the run's own keys
+        self.security = Security.for_process(self.context, key_folder(spec, self.run), name)
         self.sockets: list[zmq.Socket] = []
         self.bound_files: list[str] = []  # ipc socket files this process must remove
         self.control = self.connect(zmq.DEALER, endpoints["orchestrator"], identity=name)
@@ -184,6 +227,9 @@ class RegionShell(ABC):
     # -- sockets ----------------------------------------------------------------------------
     def connect(self, kind: int, endpoint: str, identity: str | None = None) -> Endpoint:
         sock = make_socket(self.context, kind, identity=identity)
+        server = next((n for n, e in self.endpoints.items() if e == endpoint), None)
+        if server is not None:
+            self.security.client(sock, server)  # the server's public key, from the run's keys
         sock.connect(endpoint)
         self.sockets.append(sock)
         return Endpoint(sock, self.log, self.counters, kind == zmq.ROUTER, self.run.path.name)
@@ -192,6 +238,7 @@ class RegionShell(ABC):
         sock = make_socket(self.context, kind)
         if kind == zmq.ROUTER:  # a peer that reconnects (after a SIGSTOP) keeps its identity
             sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.security.server(self.context, sock)
         sock.bind(endpoint)
         self.sockets.append(sock)
         if endpoint.startswith("ipc://"):
@@ -237,6 +284,7 @@ class RegionShell(ABC):
         now = time.monotonic()
         if force or now - self._last_heartbeat >= self.spec.heartbeat_interval:
             self._last_heartbeat = now
+            batch, batches = self.batch_progress()
             self.control.send(
                 HeartbeatHeader(
                     region=self.name,
@@ -246,8 +294,15 @@ class RegionShell(ABC):
                     sent=self.counters.sent,
                     received=self.counters.received,
                     rejected=self.counters.rejected,
+                    batch=batch,
+                    batches=batches,
                 )
             )
+
+    def batch_progress(self) -> tuple[int, int]:
+        """(training batches done in this epoch, batches per epoch): an area's progress inside
+        an epoch, shown in the live table; (0, 0) for the other regions."""
+        return 0, 0
 
     def check_parent(self) -> None:
         if os.getppid() != self.watched_pid:
@@ -346,10 +401,11 @@ class RegionShell(ABC):
             # reach the orchestrator; data links (and every link of an orphan) drop what is left
             linger = FINAL_REPORT_LINGER_MS if sock is self.control.sock and not orphaned else 0
             sock.close(linger=linger)
+        self.security.close()
         self.context.term()
         self.remove_socket_files(orphaned=orphaned)
         if orphaned:
-            mark_orchestrator_dead(self.run.regions_path, self.parent_pid, self.name)
+            mark_orchestrator_dead(self.run.regions_path, self.parent_pid, self.name, self.epoch)
         return code
 
     def remove_socket_files(self, orphaned: bool) -> None:
@@ -361,12 +417,12 @@ class RegionShell(ABC):
 def remove_socket_files(bound: list[str], orphaned_endpoints: dict[str, str] | None) -> None:
     """Unlink the ipc socket files in ``bound``; given the run's endpoints (the orchestrator
     is dead), also the orchestrator's file and the socket folder once it is empty. Abstract
-    endpoints (``ipc://@…``) have no file."""
+    endpoints (``ipc://@…``) and tcp endpoints have no file."""
     paths = [p for p in bound if not p.startswith("@")]
     if orphaned_endpoints is not None:
-        own = orphaned_endpoints["orchestrator"].removeprefix("ipc://")
-        if not own.startswith("@"):
-            paths.append(own)
+        own = orphaned_endpoints["orchestrator"]
+        if own.startswith("ipc://") and not own.startswith("ipc://@"):
+            paths.append(own.removeprefix("ipc://"))
     for path in paths:
         with contextlib.suppress(OSError):
             os.unlink(path)
@@ -375,10 +431,46 @@ def remove_socket_files(bound: list[str], orphaned_endpoints: dict[str, str] | N
             os.rmdir(os.path.dirname(paths[-1]))
 
 
-def mark_orchestrator_dead(regions_path: Any, parent_pid: int, name: str) -> None:
+def mark_orchestrator_dead(regions_path: Any, parent_pid: int, name: str, epoch: int = 0) -> None:
     """An orphan's last act: rewrite the run's ``regions.json`` so that it no longer claims
     a live orchestrator and live regions (each orphan does it; the last writer wins, and each
-    write is whole). Nothing happens if the file belongs to another orchestrator."""
+    write is whole), with the orphan's own ``epoch`` if later than the recorded one (the
+    orchestrator wrote the file before its death). Nothing happens if the file belongs to
+    another orchestrator. The orphans take turns (a lock on the run directory, waited for at
+    most half a second), so no one's update is lost to another's."""
+    with run_directory_lock(os.path.dirname(regions_path), timeout=0.5):
+        update_regions_file(regions_path, parent_pid, name, epoch)
+
+
+@contextlib.contextmanager
+def run_directory_lock(folder: str, timeout: float) -> Any:
+    """Hold an exclusive ``flock`` on ``folder`` (POSIX), or go on without it once
+    ``timeout`` has passed or where there is none."""
+    fd = -1
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.002)
+    except (ImportError, OSError):
+        pass
+    try:
+        yield
+    finally:
+        if fd >= 0:
+            os.close(fd)  # releases the lock
+
+
+def update_regions_file(regions_path: Any, parent_pid: int, name: str, epoch: int) -> None:
+    """The rewrite of :func:`mark_orchestrator_dead`; any error leaves the file as it was."""
     try:
         data = json.loads(regions_path.read_text())
         orchestrator = data["orchestrator"]
@@ -388,6 +480,7 @@ def mark_orchestrator_dead(regions_path: Any, parent_pid: int, name: str) -> Non
         for region, entry in data.get("regions", {}).items():
             if region == name:
                 entry.update(alive=False, state=ORCHESTRATOR_DEAD, last_heartbeat_s=None)
+                entry["epoch"] = max(int(entry.get("epoch") or 0), epoch)
             elif entry.get("alive"):
                 entry.update(state=ORCHESTRATOR_DEAD, last_heartbeat_s=None)
         tmp = regions_path.with_name(f"{regions_path.name}.{os.getpid()}.tmp")
@@ -406,15 +499,42 @@ def region_main(
     parent_pid: int,
     options: dict[str, Any] | None = None,
 ) -> None:
-    """Entry point of a spawned region process. ``role`` names a shell of :data:`SHELLS`, or
-    is itself ``"module:Class"`` (a shell defined elsewhere, e.g. a test's broken region)."""
-    # Ctrl-C and a closed terminal are the orchestrator's to handle (staged shutdown)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    """Entry point of a spawned (or template-forked) region process: run it, then exit."""
+    code = region_run(role, name, spec_dict, run_path, endpoints, parent_pid, options)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)  # everything is saved and closed: skip the slow interpreter teardown
+
+
+def region_run(
+    role: str,
+    name: str,
+    spec_dict: dict[str, Any],
+    run_path: str,
+    endpoints: dict[str, str],
+    parent_pid: int,
+    options: dict[str, Any] | None = None,
+    hosted: bool = False,
+) -> int:
+    """Run one region to its end and return its exit code. ``role`` names a shell of
+    :data:`SHELLS`, or is itself ``"module:Class"`` (a shell defined elsewhere, e.g. a test's
+    broken region).
+
+    ``hosted``: the process belongs to a host that owns its lifetime (a Ray worker, whose
+    parent is Ray's raylet and which Ray ends when the orchestrator, its owner, dies): the
+    region watches that parent instead of the orchestrator, and keeps the host's signal
+    handlers where it cannot install its own."""
     shell: RegionShell | None = None
     code = 1
     try:
-        watched = parent_pid
+        if hosted:
+            options = {**(options or {}), "watched_pid": os.getppid(), "started_by": "ray"}
+        with contextlib.suppress(ValueError):  # not the main thread: the host's handlers
+            # Ctrl-C and a closed terminal are the orchestrator's to handle (staged shutdown)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        watched = int((options or {}).get("watched_pid") or parent_pid)
         lifeline = None
         if (options or {}).get("started_by") == template.TEMPLATE:
             try:
@@ -422,7 +542,8 @@ def region_main(
             except template.OrchestratorGone:
                 raise Terminated(orphaned=True) from None
             options = {**(options or {}), "watched_pid": watched}
-        watch_parent(watched)  # first: a dead orchestrator must not wait for torch's import
+        if not hosted or threading.current_thread() is threading.main_thread():
+            watch_parent(watched)  # first: a dead orchestrator must not wait for torch's import
         if lifeline is not None:
             template.watch_lifeline(lifeline)
         placement = (options or {}).get("placement")
@@ -446,10 +567,7 @@ def region_main(
             mark_orchestrator_dead(RunDirectory(run_path).regions_path, parent_pid, name)
         else:
             code = TERMINATED_EXIT_CODE
-    with contextlib.suppress(OSError, ValueError):
-        sys.stdout.flush()
-        sys.stderr.flush()
-    os._exit(code)  # everything is saved and closed: skip the slow interpreter teardown
+    return code
 
 
 def apply_placement(placement: dict[str, Any] | None) -> str | None:

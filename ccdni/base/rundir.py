@@ -133,6 +133,11 @@ class RunDirectory:
     def regions_path(self) -> Path:
         return self.path / "regions.json"
 
+    @property
+    def keys_path(self) -> Path:
+        """The run's CURVE keys (tcp transport): public/ (the allow-list), private/ (0700)."""
+        return self.path / "keys"
+
     def log_path(self, region: str) -> Path:
         return self.path / "logs" / f"{region}.jsonl"
 
@@ -168,6 +173,8 @@ class RunDirectory:
             os.close(fd)
 
     def append_metric(self, record: dict[str, Any]) -> None:
+        """Append one metrics row, tagged with its ``kind`` (see :data:`METRIC_KINDS`)."""
+        record = tag_metric(record)
         self._append(self.metrics_path, record)
         for sink in self.metric_sinks:
             sink(record)
@@ -207,14 +214,16 @@ class RunDirectory:
 
     # --- readers: the one way reports, figures, sweeps and experiments read a run --------------
     #
-    # metrics.jsonl schema. Every row names its ``region`` ("area0", …, "cerebellum", "olive").
-    # An *epoch record* carries the 0-based integer ``epoch`` it closes (and, where the writer
-    # tags rows, ``kind = "epoch"``): an area's task numbers (``train_loss``, the task's
-    # validation metrics ``val_*``, ``predictions``, ``optimiser_steps``, correlations …), the
-    # olive's ``cerebellar_loss`` (or ``cerebellar_loss/INTERFACE``), the cerebellum's
-    # ``weight_fingerprint``. Any other row (no ``epoch``, or another ``kind`` such as
-    # ``"final"``) is an end-of-run record (totals). A region that was dead for an epoch wrote
-    # no record for it; a resumed run may repeat an epoch, the last record of an epoch wins.
+    # metrics.jsonl schema (docs/architecture.md, "metrics.jsonl"). Every row names its
+    # ``region`` ("area0", …, "cerebellum", "olive") and its ``kind``:
+    # ``"epoch"`` — a per-epoch record with the 0-based integer ``epoch`` it closes: an area's
+    # task numbers (``train_loss``, the task's validation metrics ``val_*``, ``predictions``,
+    # ``optimiser_steps``, correlations …), the olive's ``cerebellar_loss`` (or
+    # ``cerebellar_loss/INTERFACE``), the cerebellum's ``weight_fingerprint``;
+    # ``"final"`` — a region's end-of-run totals, with no ``epoch``. Rows written before the
+    # ``kind`` field existed are read the same way (an integer ``epoch``: an epoch record). A
+    # region that was dead for an epoch wrote no record for it; a resumed run may repeat an
+    # epoch, the last record of an epoch wins.
 
     @staticmethod
     def is_epoch_record(record: dict[str, Any]) -> bool:
@@ -295,6 +304,38 @@ class RunDirectory:
     def events_named(self, *names: str) -> list[dict[str, Any]]:
         """The events.jsonl records whose ``event`` is one of ``names`` (all when none)."""
         return [e for e in self.events() if not names or e.get("event") in names]
+
+
+METRIC_KINDS = ("epoch", "final")  # the values of a metrics row's ``kind``
+
+
+class MetricSchemaError(ValueError):
+    """A metrics row that does not follow the schema; the text says which field is wrong."""
+
+
+def tag_metric(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with its ``kind`` (right after ``region``), unless it names one itself:
+    ``"epoch"`` when it carries an integer ``epoch``, ``"final"`` when it carries none.
+    (Writing never refuses a row: :func:`check_metric` is what the tests hold every row to.)"""
+    epoch = record.get("epoch")
+    has_epoch = isinstance(epoch, int) and not isinstance(epoch, bool)
+    kind = record.get("kind", "epoch" if has_epoch else "final")
+    return {"region": record.get("region"), "kind": kind, **record}
+
+
+def check_metric(record: dict[str, Any]) -> None:
+    """MetricSchemaError unless ``record`` is a valid metrics.jsonl row: a string ``region``,
+    ``kind`` one of :data:`METRIC_KINDS`, an ``"epoch"`` row with an integer ``epoch`` ≥ 0, a
+    ``"final"`` row with no integer ``epoch``."""
+    if not isinstance(record.get("region"), str) or not record["region"]:
+        raise MetricSchemaError(f"metrics row without a region: {record!r}"[:200])
+    kind, epoch = record.get("kind"), record.get("epoch")
+    if kind not in METRIC_KINDS:
+        raise MetricSchemaError(f"metrics row kind {kind!r} is not one of {METRIC_KINDS}")
+    if kind == "epoch" and (not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0):
+        raise MetricSchemaError(f"epoch row of {record['region']} with epoch {epoch!r}")
+    if kind == "final" and isinstance(epoch, int):
+        raise MetricSchemaError(f"final row of {record['region']} with an epoch ({epoch!r})")
 
 
 def _finite(value: Any) -> bool:

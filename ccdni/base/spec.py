@@ -220,6 +220,34 @@ class RunSpec:
         "Pin area k to CPU core k mod C (of the C cores this process may use); the cerebellum "
         "and olive share the cores left over, or float over all when none are left.",
     )
+    transport: str = _f(
+        "ipc",
+        "How regions reach each other: 'ipc' (socket files in an owner-only RUN/sock folder, "
+        "one machine) or 'tcp' (ephemeral ports on tcp_host, recorded in regions.json; "
+        "authenticated and encrypted with per-run CURVE keys unless insecure_tcp).",
+        ("ipc", "tcp"),
+    )
+    tcp_host: str = _f(
+        "127.0.0.1",
+        "Address the tcp endpoints bind to and are reached at (local backend); with the Ray "
+        "backend each region binds on its node's address.",
+    )
+    insecure_tcp: bool = _f(
+        False,
+        "tcp without CURVE: anyone who can reach the ports can read and inject messages. Only "
+        "on a trusted, closed cluster network.",
+    )
+    backend: str = _f(
+        "local",
+        "What starts the region processes: 'local' (this machine's processes) or 'ray' (Ray "
+        "actors in a placement group, needs the ray extra; implies transport tcp).",
+        ("local", "ray"),
+    )
+    ray_address: str = _f(
+        "",
+        "Ray cluster to join with backend ray ('auto', 'HOST:PORT'); empty: start a local Ray "
+        "in this process.",
+    )
 
     # --- outputs ----------------------------------------------------------------------------
     runs_dir: str = _f("runs", "Parent folder of run directories.")
@@ -340,6 +368,17 @@ class RunSpec:
 
         if self.inprocess and (self.pin_cores or self.area_devices):
             raise SpecError("pin_cores and area_devices place processes: not with inprocess")
+        if self.backend == "ray" and self.inprocess:
+            raise SpecError("backend ray starts region processes: not with inprocess")
+        if self.backend == "ray" and self.transport != "tcp":
+            raise SpecError(
+                "backend ray needs transport tcp (Ray actors may run on other machines; ipc "
+                "sockets reach only this one): add --transport tcp"
+            )
+        if self.insecure_tcp and self.transport != "tcp":
+            raise SpecError("insecure_tcp only applies to transport tcp")
+        if not self.tcp_host or any(c.isspace() for c in self.tcp_host):
+            raise SpecError(f"tcp_host {self.tcp_host!r} is not a host address")
         for device in (d.strip() for d in self.area_devices.split(",") if d.strip()):
             if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
                 raise SpecError(
@@ -525,7 +564,7 @@ class RunSpec:
         return dataclasses.asdict(self)
 
 
-# Task presets: the paper's numbers for each task family (appendix A; DESIGN §6).
+# Task presets: the paper's numbers for each task family (appendix A).
 SEQMNIST_PRESET: dict[str, Any] = {
     "hidden": 30,  # as in the paper
     "cerebellum_hidden": 300,  # as in the paper

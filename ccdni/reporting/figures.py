@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from ccdni.base.rundir import RunDirectory
 from ccdni.reporting import style
@@ -104,9 +105,10 @@ def markers(run: RunDirectory, spec: RunSpec | None = None) -> list[Marker]:
             epoch = _epoch_of_event(event) or 0
             out.append(Marker(epoch + 0.5, "resume", f"resumed at epoch {epoch + 1}"))
         elif name == "ablate":
-            epoch = _epoch_of_event(event)
-            if epoch is None:
-                epoch = next((e for e in area_epochs if absent(region, e)), last)
+            given = _epoch_of_event(event)
+            if given is None:
+                given = next((e for e in area_epochs if absent(region, e)), last)
+            epoch = given
             ablated.add(region)
             down[region] = epoch
             out.append(Marker(epoch + 0.5, "lesion", f"{region} lesioned"))
@@ -202,12 +204,20 @@ def learning_curve_figure(
     rows = 2 if olive else 1
     fig, axes = plt.subplots(rows, 1, figsize=(6.4, 3.3 * rows), sharex=True, squeeze=False)
     ax = axes[0, 0]
+    dots = {"marker": ".", "ms": 5} if upto <= 40 else {}  # a lone epoch is still seen
     if key:
         xs, ys = _on_axis(*run.series(key), upto)
-        ax.plot(xs, ys, color=colour, label=LABELS.get(key, key))
+        ax.plot(xs, ys, color=colour, label=LABELS.get(key, key), **dots)
+    # the training loss shares the axis only when it is in the validation metric's units
+    same_units = key in (None, "val_mse", "val_loss")
+    loss_ax = ax if same_units else ax.twinx()
     xs, ys = _on_axis(*run.series("train_loss"), upto)
-    ax.plot(xs, ys, color=colour, alpha=0.45, ls="--", label="training loss")
-    ax.set_ylabel(LABELS.get(key or "", "task loss") + " / training loss")
+    loss_ax.plot(xs, ys, color=colour, alpha=0.45, ls="--", label="training loss", **dots)
+    if same_units:
+        ax.set_ylabel(LABELS.get(key or "", "task loss") + " / training loss")
+    else:
+        ax.set_ylabel(LABELS.get(key or "", key or ""))
+        loss_ax.set_ylabel("training loss (dashed)")
     final = [r[key] for r in area if key in r] if key else []
     heading = title
     if final:
@@ -248,27 +258,33 @@ def learning_curve_figure(
             fontsize=7,
             color=look["color"],
         )
-    ax.legend(frameon=False, fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    if loss_ax is not ax:
+        more = loss_ax.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    ax.legend(handles, labels, frameon=False, fontsize=8)
     if olive:
         ax2 = axes[1, 0]
         interfaces = sorted({name for m in olive for name in _cerebellar_losses(m)})
         for i, name in enumerate(interfaces):
             points = [(m["epoch"], _cerebellar_losses(m).get(name)) for m in olive]
-            points = [(e, v) for e, v in points if v is not None and v > 0]
-            if not points:
+            kept = [(e, float(v)) for e, v in points if v is not None and v > 0]
+            if not kept:
                 continue
-            xs, ys = _on_axis([e for e, _ in points], [v for _, v in points], upto)
+            xs, ys = _on_axis([e for e, _ in kept], [v for _, v in kept], upto)
             ax2.plot(
                 xs,
                 ys,
                 color="tab:purple" if len(interfaces) == 1 else f"C{i}",
                 label=f"cerebellar loss ({name})" if name else "cerebellar loss",
+                **dots,
             )
         ax2.legend(frameon=False, fontsize=7)
         ax2.set_ylabel("cerebellar loss $L_C$")
         ax2.set_yscale("log")
     axes[-1, 0].set_xlabel("epoch")
     axes[-1, 0].set_xlim(0.5, upto + 0.5)
+    axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     return fig
 
@@ -452,11 +468,11 @@ def drawings(run: RunDirectory, title: str) -> Path | None:
     if data["paths"] is None:  # seqMNIST classifies: nothing to draw
         return None
     if data["task"] == "dd-seqmnist":
-        fig, ax = plt.subplots(2, 5, figsize=(9, 4.2), squeeze=False)
-        axes = list(ax.flatten())
+        fig, grid = plt.subplots(2, 5, figsize=(9, 4.2), squeeze=False)
+        axes = list(grid.flatten())
     else:
-        fig, ax = plt.subplots(figsize=(4.8, 4.8))
-        axes = [ax]
+        fig, single = plt.subplots(figsize=(4.8, 4.8))
+        axes = [single]
     draw_examples(axes, data)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

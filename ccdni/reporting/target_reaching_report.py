@@ -19,7 +19,7 @@ from ccdni.reporting import style
 from ccdni.reporting.figures import draw_band, draw_trajectories
 from ccdni.reporting.plotting import plt
 from ccdni.reporting.runs import RunRecord, by_seed, load_runs, paired_by_seed, select
-from ccdni.reporting.stats import band, mean_sem
+from ccdni.reporting.stats import MeanSem, band, mean_sem
 from ccdni.reporting.tables import (
     code_block,
     markdown_table,
@@ -118,12 +118,11 @@ def learning_curves_figure(records: Sequence[RunRecord], path: Path, title: str)
 
 def trajectories_figure(records: Sequence[RunRecord], path: Path, seed: int = 0) -> Path | None:
     """Reach trajectories of seed ``seed`` for each model, side by side (Fig. 2a)."""
-    chosen = [r for r in records if r.seed == seed]
+    of_seed = [r for r in records if r.seed == seed]
+    order = style.ordered([r.model for r in of_seed])
     chosen = [
         (r, files[0])
-        for r in sorted(
-            chosen, key=lambda r: style.ordered([r.model for r in chosen]).index(r.model)
-        )
+        for r in sorted(of_seed, key=lambda r: order.index(r.model))
         for files in [sorted((r.run.path / "results").glob("*-trajectories.pt"))]
         if files
     ]
@@ -221,6 +220,50 @@ def truncation_table(records: Sequence[RunRecord]) -> str:
     return model_comparison_table(records, "truncation", final5, 1, "T")
 
 
+def _window_at(end: int) -> Callable[[RunRecord], float]:
+    """The validation MSE averaged over the 5 epochs ending at 1-based epoch ``end``."""
+    return lambda record: record.window(end)
+
+
+def _seeds_text(records: Sequence[RunRecord]) -> str:
+    """``10 seeds``, or the seeds of each T where a sweep stopped early left them unequal."""
+    per_t = {
+        t: len({r.seed for r in records if r.spec.truncation == t})
+        for t in sorted({r.spec.truncation for r in records})
+    }
+    if len(set(per_t.values())) == 1:
+        return f"{next(iter(per_t.values()))} seeds"
+    return "seeds per T: " + ", ".join(f"T = {t}: {n}" for t, n in per_t.items())
+
+
+def _steps_per_epoch(records: Sequence[RunRecord]) -> MeanSem:
+    return mean_sem(
+        sum(rec.get("optimiser_steps", 0) for rec in r.run.epoch_records()) / r.spec.epochs
+        for r in records
+    )
+
+
+def _sequence_t2_lines(records: Sequence[RunRecord]) -> list[str]:
+    """With one update per sequence at T = 2: every model's steps, and the Fig. 2b pairs."""
+    if not records:
+        return []
+    models = style.ordered(r.model for r in records)
+    steps = ", ".join(
+        f"{style.label(m)} {_steps_per_epoch(select(records, model=m)).mean:.2f}" for m in models
+    )
+    return [
+        "",
+        f"At T = 2 with one update per sequence ({len(select(records, model='lstm'))} seeds), "
+        f"optimiser steps per epoch: {steps}. Differences paired by seed (mean ± s.e.m., "
+        "95 % t interval, paired t-test; negative = the first model is better):",
+        "",
+        markdown_table(
+            ["comparison", "final MSE", "learning speed"],
+            paired_rows(records, COMPARISONS, [("final", final5), ("speed", speed)]),
+        ),
+    ]
+
+
 def write_report(
     sweeps_root: Path,
     plans: Sequence[Any],
@@ -308,10 +351,7 @@ def write_report(
             if first and second:
                 rows.append(
                     [f"{style.label(a)} − {style.label(b)}"]
-                    + [
-                        paired_by_seed(first, second, lambda r, e=e: r.window(e)).short(1)
-                        for e in windows
-                    ]
+                    + [paired_by_seed(first, second, _window_at(e)).short(1) for e in windows]
                 )
         lines += [
             "",
@@ -328,10 +368,10 @@ def write_report(
         )
         written.append(path)
         lines += ["", f"![Fig. 2b learning curves]({_rel(path, doc)})"]
-        path = trajectories_figure(processes, figures_dir / "fig2a_trajectories.png")
-        if path is not None:
-            written.append(path)
-            lines += ["", f"![Fig. 2a trajectories, seed 0]({_rel(path, doc)})"]
+        drawn = trajectories_figure(processes, figures_dir / "fig2a_trajectories.png")
+        if drawn is not None:
+            written.append(drawn)
+            lines += ["", f"![Fig. 2a trajectories, seed 0]({_rel(drawn, doc)})"]
     panels = []
     for name, title in (
         ("fig2d", "update after every truncation"),
@@ -340,17 +380,19 @@ def write_report(
         records = sweeps.get(name, [])
         if not records:
             continue
-        seeds = len({r.seed for r in records})
+        seeds_text = _seeds_text(records)
         lines += [
             "",
-            f"### Fig. 2d: final MSE vs T, in-process, {title} ({seeds} seeds)",
+            f"### Fig. 2d: final MSE vs T, in-process, {title} ({seeds_text})",
             "",
             "Mean ± s.e.m. over seeds of the final MSE; differences paired by seed "
             "(mean ± s.e.m., p of the paired t-test).",
             "",
             truncation_table(records),
         ]
-        panels.append((f"{title} ({seeds} seeds)", records))
+        if name == "fig2d-sequence":
+            lines += _sequence_t2_lines(select(records, truncation=2))
+        panels.append((f"{title} ({seeds_text})", records))
     if panels:
         path = error_vs_truncation_figure(panels, figures_dir / "fig2d_mse_vs_T.png")
         written.append(path)

@@ -1,4 +1,4 @@
-"""Tasks: what the cortical areas are asked to learn (DESIGN §6).
+"""Tasks: what the cortical areas are asked to learn.
 
 Every task turns into :class:`ccdni.tasks.base.Batch` objects of shape ``(B, N, I)`` with a target
 and a boolean mask of the steps that carry a loss, so that the truncated learner in

@@ -1,4 +1,4 @@
-"""MNIST for the seqMNIST family: loaded once, kept in memory as tensors (DESIGN §6).
+"""MNIST for the seqMNIST family: loaded once, kept in memory as tensors.
 
 The MNIST *training* set (60 000 images) is read from ``<root>/MNIST/raw`` (torchvision's
 layout: the IDX files) with numpy — the same uint8 tensors torchvision's reader gives, without

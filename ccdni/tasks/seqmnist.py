@@ -1,4 +1,4 @@
-"""The sequential MNIST family (paper §3.2, appendix A.2; DESIGN §6).
+"""The sequential MNIST family (paper §3.2, appendix A.2).
 
 Every task reads an MNIST image row by row: row ``i`` is the input at step ``i``, so inputs are
 ``(B, 28, 28)`` with ``n_steps = input_size = 28``. The tasks differ in what the output must do:
@@ -17,15 +17,15 @@ Every task reads an MNIST image row by row: row ``i`` is the input at step ``i``
   ``γ, 2γ, 3γ, ...`` (1-based; 0-based ``t % γ == γ - 1``) are scored — with γ=5 steps 5..25
   and *not* the last step 28.
 
-Templates (:data:`TEMPLATE_CORNERS`, DESIGN §6 and the authors' code) are polylines through
+Templates (:data:`TEMPLATE_CORNERS`, the authors' code) are polylines through
 corners. A template with ``S`` segments is resampled to 28 points as follows: 27 points are
 distributed over the segments, ``⌊27/S⌋`` each and the remainder one each over the first
 segments; a segment's points are equally spaced from its start corner (included) towards its
 end corner (excluded); finally the last corner is appended, for 27 + 1 = 28 points. This is
 exactly what the authors' ``fit_points`` computes (``⌊28/S⌋`` each, ``28 mod S − 1`` extra
 over the first segments, or one fewer on the last segment when ``S`` divides 28; end point
-appended), which is what DESIGN's "⌊28/segments⌋ points, remainder over the first segments,
-end point appended" abbreviates.
+appended), which the short description "⌊28/segments⌋ points, remainder over the first
+segments, end point appended" abbreviates.
 
 All data stay in memory as tensors (no DataLoader). Training batches are drawn from a fresh
 permutation of the training split each epoch (the last incomplete batch is dropped);
@@ -52,7 +52,7 @@ INPUT_SIZE = 28  # pixels per row, as in the paper
 N_CLASSES = 10
 RADIUS = 10.0  # c-/ld-seqMNIST circle radius, as in the paper
 
-# Corners (x, y) of each digit's template polyline, as in DESIGN §6 / the authors' code.
+# Corners (x, y) of each digit's template polyline, as in the authors' code.
 TEMPLATE_CORNERS: dict[int, tuple[tuple[float, float], ...]] = {
     digit: tuple(zip(xs, ys))
     for digit, (xs, ys) in {

@@ -1,4 +1,4 @@
-"""Target reaching (paper §3.1, appendix A.1; DESIGN §6).
+"""Target reaching (paper §3.1, appendix A.1).
 
 A cue arrives at the first step, zeros (or noise) after; after 10 steps the output must sit on
 the cue's target. Non-zero cues map to targets equally spaced on a circle of radius 10; cue 0

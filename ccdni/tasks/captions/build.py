@@ -185,6 +185,7 @@ def ensure_corpus(
 def build_parser() -> argparse.ArgumentParser:
     defaults = CorpusConfig()
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="launch.py captions-corpus",
         description="Build (or find cached) the MNIST-scene caption corpus and its frozen "
         "visual cortex, in COCO format.",

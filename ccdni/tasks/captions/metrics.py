@@ -171,7 +171,9 @@ def score_run(run_dir: str | Path, area: str = "area0") -> CaptionScores:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Score finished caption runs' test captions.")
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, description="Score finished caption runs' test captions."
+    )
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR")
     args = parser.parse_args(argv)
     for run in args.runs:
