@@ -291,3 +291,34 @@ def publish_report(
     body = re.sub(r"!\[([^\]]*)\]\(figures/([^)]+)\)", relink, body)
     replace_generated(doc, command, f"### {heading}\n\n{body}")
     return [*written, doc]
+
+
+def sweep_page_parser(
+    description: str, sweeps_root: str = "runs/sweeps"
+) -> argparse.ArgumentParser:
+    """The flags of an experiment whose sweeps fill a generated block of docs/results-sweeps.md:
+    budget, sweeps root, figure copies, the page and its figure folder, and placement."""
+    from orchestrator.cli import ScriptParser
+
+    parser = ScriptParser(description=description)
+    parser.add_argument("--budget", choices=("full", "seqmnist", "quick"), default="full")
+    parser.add_argument("--sweeps-root", default=sweeps_root)
+    parser.add_argument(
+        "--copy-figures", metavar="DIR", help="also copy the main figures to DIR, prefixed"
+    )
+    parser.add_argument(
+        "--doc",
+        default="docs/results-sweeps.md",
+        help="the page whose generated block gets the report ('' for none)",
+    )
+    parser.add_argument("--figures-dir", default="docs/figures", help="where --doc's figures go")
+    add_placement_flags(parser)
+    return parser
+
+
+def run_page_plans(args: argparse.Namespace, chosen: list[SweepPlan]) -> Path:
+    """Run the chosen sweeps (unless --report-only) and return the first one's folder."""
+    root = ROOT / args.sweeps_root
+    if not args.report_only:
+        run_plans(chosen, root, placement_of(args))
+    return root / chosen[0].name

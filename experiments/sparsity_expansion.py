@@ -30,13 +30,11 @@ from typing import Any
 from experiments.common import (
     ROOT,
     SweepPlan,
-    add_placement_flags,
     copy_figures,
-    placement_of,
     publish_report,
-    run_plans,
+    run_page_plans,
+    sweep_page_parser,
 )
-from orchestrator.cli import ScriptParser
 
 FIGURES = (
     "heatmap_final_error.png",
@@ -90,27 +88,11 @@ def plans(budget: str = "full") -> list[SweepPlan]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ScriptParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget", choices=("full", "seqmnist", "quick"), default="full")
-    parser.add_argument("--sweeps-root", default=SWEEPS_ROOT)
-    parser.add_argument(
-        "--copy-figures", metavar="DIR", help="also copy the main figures to DIR, prefixed"
-    )
-    parser.add_argument(
-        "--doc",
-        default="docs/results-sweeps.md",
-        help="the page whose generated block gets the report ('' for none)",
-    )
-    parser.add_argument("--figures-dir", default="docs/figures", help="where --doc's figures go")
-    add_placement_flags(parser)
-    args = parser.parse_args(argv)
+    args = sweep_page_parser(__doc__.split("\n\n")[0], SWEEPS_ROOT).parse_args(argv)
     chosen = plans(args.budget)
-    root = ROOT / args.sweeps_root
-    if not args.report_only:
-        run_plans(chosen, root, placement_of(args))
+    sweep_dir = run_page_plans(args, chosen)
     from ccdni.reporting.sweep_report import write_report
 
-    sweep_dir = root / chosen[0].name
     speed = "mean_val_mse" if args.budget != "seqmnist" else "mean_val_error_pct"
     headings = {
         None: "final error (last 5 epochs)",
