@@ -138,7 +138,7 @@ def test_tcp_curve_run_equals_inprocess_and_shuts_out_intruders(
     no key, or with a key pair of its own, floods the cerebellum and olive: nothing it sends
     reaches them (not even to be rejected); the secret keys are 0600 in a 0700 folder."""
     run, intruder = run_with_intruder(tmp_path, "tcp", curve, **common(tmp_path, transport="tcp"))
-    assert intruder.sent > 100, "the intruder never got to send"
+    assert intruder.sent > 0, "the intruder never got to send"
     assert_same_losses(reference, run)
     assert rejected_by(run, "cerebellum") == 0 and rejected_by(run, "olive") == 0
     info = json.loads((run / "regions.json").read_text())["orchestrator"]
@@ -158,7 +158,7 @@ def test_insecure_tcp_lets_the_same_intruder_in(tmp_path: Path) -> None:
     and olive and is rejected there, so a zero count above means CURVE kept it out."""
     spec = common(tmp_path, transport="tcp", insecure_tcp=True)
     run, intruder = run_with_intruder(tmp_path, "insecure", False, hijack=False, **spec)
-    assert intruder.sent > 100
+    assert intruder.sent > 0
     assert rejected_by(run, "cerebellum") > 0 and rejected_by(run, "olive") > 0
     assert not (run / "keys").exists()
     assert any(e["event"] == "insecure_tcp" for e in records(run / "events.jsonl"))
