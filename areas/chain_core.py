@@ -269,6 +269,7 @@ class ChainAreaCore:
         self.n_batches = batches_per_epoch(spec, data.train_images.shape[0])
         self.order = batch_order(spec, data.train_images.shape[0])
         self.epoch = 0
+        self.batches_done = 0  # training batches of the current epoch done (for progress)
         self.counts = dict.fromkeys(COUNTERS, 0)
         self._batch: Batch | None = None
         self._clock = dict.fromkeys(("compute", "warmup", "loss"), 0.0)
@@ -285,10 +286,12 @@ class ChainAreaCore:
             links.tick()
             self.forward_half(links, b)
             self.backward_half(links)
+            self.batches_done = b + 1
         return self.end_epoch(links)
 
     def begin_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        self.batches_done = 0
         self.counts = dict.fromkeys(COUNTERS, 0)
         self._clock.update(compute=0.0, loss=0.0)
         self._correct = 0

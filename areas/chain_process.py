@@ -376,6 +376,11 @@ class ChainAreaShell(RegionShell):
             self.tick()
             self.drain_control(0.1)
 
+    def batch_progress(self) -> tuple[int, int]:
+        """(training batches done in this epoch, batches per epoch), for the live table."""
+        core = getattr(self, "core", None)
+        return (core.batches_done, core.n_batches) if core is not None else (0, 0)
+
     def scheduled_lesions(self, epoch: int) -> None:
         """Lesions scheduled for this epoch: area 0 asks the orchestrator to carry them out;
         every area waits until it has heard of them, so each starts the epoch without them."""

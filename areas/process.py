@@ -126,13 +126,15 @@ class ZmqLink:
             tensor = self._prediction(*received)
             if tensor is None:
                 continue
-            if received[1].header.ids != efference.ids:
+            header = received[1].header
+            if (header.epoch, header.batch, header.truncation) != efference.ids:
                 self.late += 1  # an answer to an earlier efference: too late to use
                 continue
-            if tensor.shape != efference.state.shape:
+            state = efference.state
+            if tensor.shape != state.shape:
                 self.cerebellum.reject(f"prediction shape {tuple(tensor.shape)} != state shape")
                 continue
-            return tensor.to(efference.state.device)
+            return tensor if tensor.device == state.device else tensor.to(state.device)
         if timing == "lockstep" and self.cerebellum_alive:
             raise LockstepTimeout(f"the cerebellum did not answer within {timeout:g} s")
         return None

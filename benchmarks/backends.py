@@ -13,7 +13,6 @@ Run: ``python -m benchmarks.backends`` (about 1–2 minutes on 2 cores); ``--epo
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from ccdni.base.rundir import RunDirectory
 from ccdni.base.spec import load_spec
+from orchestrator.cli import ScriptParser
 from orchestrator.runner import execute_run
 
 
@@ -41,14 +41,17 @@ def timings(run: RunDirectory, launched: float, epochs: int) -> dict[str, float]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ScriptParser(
         prog="python -m benchmarks.backends",
         description="Start-up and per-epoch time of the Ray backend against the local launcher.",
-        allow_abbrev=False,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--epochs", type=int, default=100, help="epochs of each run")
-    parser.add_argument("--timing", default="wait", choices=("wait", "lockstep", "stale"))
+    parser.add_argument(
+        "--timing",
+        default="wait",
+        choices=("wait", "lockstep", "stale"),
+        help="when an area uses the cerebellum's answer (as launch.py run --timing)",
+    )
     parser.add_argument("--ray-address", default="", help="a Ray cluster to join (default local)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)

@@ -316,7 +316,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         + ", ".join(CHAIN_MODES)
         + " (default: all for --block ff, locked,backward-unlocked for lstm)",
     )
-    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--width", type=int, default=256, help="units per area (chain_width)")
     parser.add_argument(
         "--block",
         choices=("ff", "lstm"),
@@ -324,14 +324,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="feed-forward MNIST blocks, or stacked LSTM layers on seqMNIST (default modes: "
         "locked, backward-unlocked)",
     )
-    parser.add_argument("--train-subset", type=int, default=6000)
-    parser.add_argument("--val-subset", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--cerebellum-hidden", type=int, default=256)
-    parser.add_argument("--cerebellum-lr", type=float, default=1e-3)
-    parser.add_argument("--wait-timeout", type=float, default=1.0)
+    parser.add_argument("--train-subset", type=int, default=6000, help="first N training images")
+    parser.add_argument("--val-subset", type=int, default=2000, help="first N validation images")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per mode")
+    parser.add_argument("--batch", type=int, default=100, help="batch size")
+    parser.add_argument("--lr", type=float, default=1e-3, help="the areas' Adam learning rate")
+    parser.add_argument(
+        "--cerebellum-hidden", type=int, default=256, help="granule-layer units per synthesiser"
+    )
+    parser.add_argument(
+        "--cerebellum-lr", type=float, default=1e-3, help="the cerebellum's Adam learning rate"
+    )
+    parser.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=1.0,
+        help="seconds an area waits for a prediction before skipping the batch",
+    )
     parser.add_argument(
         "--max-lag",
         type=int,
@@ -345,7 +354,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run every mode this many times, in rotating order; report the median-throughput run",
     )
     parser.add_argument("--target", type=float, default=0.9, help="target validation accuracy")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights and batch order")
     parser.add_argument(
         "--pin-cores",
         action="store_true",

@@ -44,8 +44,10 @@ def wait_until(predicate, timeout: float) -> object:
 
 def main() -> int:
     parser = ScriptParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kills", type=int, default=12)
-    parser.add_argument("--region", default="cerebellum", choices=("cerebellum", "olive"))
+    parser.add_argument("--kills", type=int, default=12, help="kills to time")
+    parser.add_argument(
+        "--region", default="cerebellum", choices=("cerebellum", "olive"), help="region to kill"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         spec = load_spec(

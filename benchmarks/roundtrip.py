@@ -15,10 +15,14 @@
    c      shell    the real ``CerebellumShell`` launched through ``ccdni.base.region.
                    region_main`` (this process plays the orchestrator's control ROUTER);
                    client ``ZmqLink``
+   c+     staged   the same shell with every stage of its answer path timed (wall and CPU):
+                   :class:`StagedCerebellumShell`; not part of the target
 
    The target ratio is c ÷ (a + encode + decode + predict, each timed in a hot loop here);
-   a stage-timed client (encode, send, wait, receive, decode) and the shell's own timers
-   (work per answer) say where a trip's time goes.
+   a stage-timed client (encode, send, wait, receive, decode), the stage-timed shell and the
+   shell's own timers (work per answer) say where a trip's time goes, and the same pieces
+   timed once per idle wait (as a region runs them: once per message, after sleeping in a
+   poll) say what that work costs when it is not in a hot loop.
 
 2. Time per epoch, multi-process vs in-process, through ``orchestrator.runner.execute_run``
    (per-epoch ``train_seconds`` from ``metrics.jsonl``, median over the kept epochs), for
@@ -49,22 +53,26 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.cli import ScriptParser
+from orchestrator.cli import ScriptParser, add_data_arguments
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # Only the standard library at module level: spawned children (ours and the orchestrator's
 # regions, which re-import this file as __mp_main__) import what they need themselves.
 
-VARIANTS = ("raw", "frames", "codec", "core", "shell")
+VARIANTS = ("raw", "frames", "codec", "core", "shell", "staged")
+SHELLS = ("shell", "staged")  # the variants served by a CerebellumShell through region_main
 LABELS = {
     "raw": "a  raw pyzmq echo (1 bytes frame)",
     "frames": "b  protocol frames, raw echo",
     "codec": "b' codec server, no synthesiser",
     "core": "c' minimal server + CerebellumCore",
     "shell": "c  real CerebellumShell",
+    "staged": "c+ the shell, stage-timed",
 }
+SHELL_ROLES = {"shell": "cerebellum", "staged": "benchmarks.roundtrip:StagedCerebellumShell"}
 INTERFACE = "area0"
+IDLE_WAIT = 300e-6  # seconds: the idle wait before each call of the pieces' once-per-wake loop
 READY_TIMEOUT = 120.0  # seconds for a server child to import torch and bind
 TRIP_TIMEOUT = 10.0  # seconds for one round trip before the variant is declared dead
 
@@ -76,6 +84,107 @@ class NullLog:
         pass
 
     debug = info = warning = error = _ignore
+
+
+STAGES = ("receive", "checks", "predict", "encode", "send", "rest")
+
+
+def _staged_shell_class():
+    """:class:`cerebellum.process.CerebellumShell` with its answer path timed stage by stage,
+    built on first use (torch and the shells are imported in the child only)."""
+    import wire.channel
+    from cerebellum.process import BURST, CerebellumShell
+
+    wall, cpu = time.perf_counter, time.thread_time
+
+    class Staged(CerebellumShell):
+        """The real shell; each answer's stages are added up, as wall and as this thread's
+        CPU time, and sent with every epoch record: receive (the frames and their decode and
+        validation), checks (``handle``: interface, shape, queueing), predict, encode, send
+        (to the area, and the olive's copy when it has one) and rest (the rest of the burst:
+        ``waiting``, ``ready``, the reply's header, the timers, bookkeeping). Each timestamp
+        pair costs ~1 µs (``thread_time`` is a system call), which the total includes."""
+
+        stage_wall: dict[str, float]
+        stage_cpu: dict[str, float]
+
+        def serve_burst(self) -> None:
+            if not hasattr(self, "stage_wall"):
+                self.stage_wall = dict.fromkeys(STAGES, 0.0)
+                self.stage_cpu = dict.fromkeys(STAGES, 0.0)
+                self.in_burst = False
+                self.core.predict = self._timed("predict", self.core.predict)
+                wire.channel.encode = self._timed("encode", wire.channel.encode)
+                self.router._send_frames = self._timed("send", self.router._send_frames)
+            timed = ("predict", "encode", "send")
+            before = [sum(self.stage_wall[k] for k in timed), sum(self.stage_cpu[k] for k in timed)]
+            w_start, c_start = wall(), cpu()
+            self.in_burst = True
+            router = self.router
+            outer_wall = outer_cpu = 0.0
+            for _ in range(BURST):
+                w0, c0 = wall(), cpu()
+                received = router.receive_ready()
+                w1, c1 = wall(), cpu()
+                if received is not None:
+                    self.handle(*received)
+                w2, c2 = wall(), cpu()
+                self._add("receive", w1 - w0, c1 - c0)
+                self._add("checks", w2 - w1, c2 - c1)
+                outer_wall += w2 - w0
+                outer_cpu += c2 - c0
+                if not router.waiting():
+                    break
+            self.end_burst()
+            self.in_burst = False
+            inner_wall = sum(self.stage_wall[k] for k in timed) - before[0]
+            inner_cpu = sum(self.stage_cpu[k] for k in timed) - before[1]
+            self._add(
+                "rest",
+                wall() - w_start - outer_wall - inner_wall,
+                cpu() - c_start - outer_cpu - inner_cpu,
+            )
+
+        def _add(self, stage: str, wall_s: float, cpu_s: float) -> None:
+            self.stage_wall[stage] += wall_s
+            self.stage_cpu[stage] += cpu_s
+
+        def _timed(self, stage: str, fn):
+            """``fn``, its time added to ``stage`` when it runs inside a burst."""
+
+            def timed(*args, **kwargs):
+                if not self.in_burst:
+                    return fn(*args, **kwargs)
+                w0, c0 = wall(), cpu()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    self._add(stage, wall() - w0, cpu() - c0)
+
+            return timed
+
+        def metric(self, values: dict) -> None:
+            if "busy_seconds" in values and hasattr(self, "stage_wall"):
+                values = {
+                    **values,
+                    "stage_wall": dict(self.stage_wall),
+                    "stage_cpu": dict(self.stage_cpu),
+                }
+            super().metric(values)
+
+    return Staged
+
+
+_STAGED: list[type] = []
+
+
+def __getattr__(name: str):
+    """``StagedCerebellumShell``, the role ``region_main`` is given for the staged variant."""
+    if name == "StagedCerebellumShell":
+        if not _STAGED:
+            _STAGED.append(_staged_shell_class())
+        return _STAGED[0]
+    raise AttributeError(name)
 
 
 def limit_threads() -> None:
@@ -262,7 +371,8 @@ class Client:
             self.trip = self._frames
         else:
             endpoints = {"cerebellum": endpoint, "olive": f"ipc://{tmp / 'no-olive'}.sock"}
-            self.stub = AreaStub(spec, endpoints, context, tmp / "shell")  # the shell's run name
+            run_name = variant if variant in SHELLS else "shell"  # a shell checks the run name
+            self.stub = AreaStub(spec, endpoints, context, tmp / run_name)
             self.link = make_link(ZmqLink, self.stub)
             self.trip = self._link
 
@@ -324,9 +434,10 @@ class Servers:
         self.processes: dict[str, multiprocessing.process.BaseProcess] = {}
         self.ready: dict[str, object] = {}
         self.endpoints: dict[str, str] = {}
-        self.control = None
+        self.controls: dict[str, object] = {}  # a shell variant → its orchestrator ROUTER
         self.shell_error: str | None = None
-        self.shell_metrics: list[dict] = []  # the real shell's epoch records (its own timers)
+        # each shell's epoch records (its own timers; the staged shell's stages)
+        self.shell_metrics: dict[str, list[dict]] = {v: [] for v in SHELLS}
 
     def start(self, variants: list[str]) -> None:
         from ccdni.base.region import region_main
@@ -334,32 +445,32 @@ class Servers:
 
         for variant in variants:
             self.endpoints[variant] = endpoint_for(self.args.transport, self.tmp, variant)
-            if variant == "shell":
+            if variant in SHELLS:
                 import zmq
 
                 from wire.channel import Counters, Endpoint, make_socket
 
-                control_ep = f"ipc://{self.tmp / 'orchestrator'}.sock"
+                control_ep = f"ipc://{self.tmp / f'orchestrator-{variant}'}.sock"
                 sock = make_socket(self.context, zmq.ROUTER)
                 sock.bind(control_ep)
-                self.control = Endpoint(sock, NullLog(), Counters(), routed=True)
-                run = RunDirectory.create(self.spec.replace(run_name="shell"))
+                self.controls[variant] = Endpoint(sock, NullLog(), Counters(), routed=True)
+                run = RunDirectory.create(self.spec.replace(run_name=variant))
                 endpoints = {
                     "orchestrator": control_ep,
                     "cerebellum": self.endpoints[variant],
-                    "olive": f"ipc://{self.tmp / 'olive'}.sock",
+                    "olive": f"ipc://{self.tmp / f'olive-{variant}'}.sock",
                 }
                 process = self.mp.Process(
                     target=region_main,
                     args=(
-                        "cerebellum",
+                        SHELL_ROLES[variant],
                         "cerebellum",
                         self.spec.to_dict(),
                         str(run.path),
                         endpoints,
                         os.getpid(),
                     ),
-                    name="bench-cerebellum-shell",
+                    name=f"bench-cerebellum-{variant}",
                 )
             else:
                 self.ready[variant] = self.mp.Event()
@@ -384,8 +495,8 @@ class Servers:
         up = []
         for variant, process in self.processes.items():
             while True:
-                if variant == "shell":
-                    received = self.control.receive(0.1)
+                if variant in SHELLS:
+                    received = self.controls[variant].receive(0.1)
                     ok = received is not None and received[0] == "cerebellum"
                 else:
                     ok = self.ready[variant].wait(0.1)
@@ -394,28 +505,30 @@ class Servers:
                     break
                 if not process.is_alive() or time.monotonic() > deadline:
                     reason = f"exit code {process.exitcode}" if not process.is_alive() else "slow"
-                    if variant != "shell":
+                    if variant not in SHELLS:
                         raise RuntimeError(f"server {variant} did not start: {reason}")
-                    self.shell_error = f"CerebellumShell did not start ({reason})"
+                    if variant == "shell":
+                        self.shell_error = f"CerebellumShell did not start ({reason})"
                     break
         return up
 
     def drain_control(self) -> None:
-        """Read what the shell sent the orchestrator; keep its METRIC records."""
-        if self.control is not None:
-            while (received := self.control.receive(0.0)) is not None:
+        """Read what the shells sent the orchestrator; keep their METRIC records."""
+        for variant, control in self.controls.items():
+            while (received := control.receive(0.0)) is not None:
                 header = received[1].header
                 values = getattr(header, "values", None)
                 if isinstance(values, dict) and "busy_seconds" in values:
-                    self.shell_metrics.append(values)
+                    self.shell_metrics[variant].append(values)
 
     def close(self) -> None:
         self.stop.set()
-        if self.control is not None and "shell" in self.processes:
+        if self.controls:
             from wire.protocol import Command, control
 
             self.drain_control()
-            self.control.send(control(Command.STOP, "orchestrator"), to="cerebellum")
+            for endpoint in self.controls.values():
+                endpoint.send(control(Command.STOP, "orchestrator"), to="cerebellum")
         for process in self.processes.values():
             process.join(timeout=10)
         for process in self.processes.values():
@@ -425,9 +538,9 @@ class Servers:
             if process.is_alive():
                 process.kill()
                 process.join(timeout=2)
-        if self.control is not None:
-            self.control.sock.close(linger=0)
-            self.control = None
+        for endpoint in self.controls.values():
+            endpoint.sock.close(linger=0)
+        self.controls = {}
 
 
 class ComponentCosts:
@@ -436,6 +549,12 @@ class ComponentCosts:
     Measured once per round, between the variants, both as wall time and as this thread's CPU
     time: on a loaded machine a hot loop's wall time also counts the time it was preempted,
     its CPU time only the work, which is what the target divides by.
+
+    Each piece is also timed once per idle wait (``IDLE_WAIT`` of sleep before each call, CPU
+    time of the call alone): a region runs it that way, once per message after sleeping in a
+    poll, and the same code then costs several times its hot-loop CPU time (caches and
+    branch predictors hold other code by then; on a virtual machine the idle core may have
+    run someone else's).
     """
 
     def __init__(self, spec, state):
@@ -458,8 +577,9 @@ class ComponentCosts:
         }
         self.samples: dict[str, list[float]] = {name: [] for name in self.pieces}
         self.cpu_samples: dict[str, list[float]] = {name: [] for name in self.pieces}
+        self.idle_samples: dict[str, list[float]] = {name: [] for name in self.pieces}
 
-    def measure(self, calls: int) -> None:
+    def measure(self, calls: int, idle_calls: int = 0) -> None:
         for name, fn in self.pieces.items():
             fn()
             t0, c0 = time.perf_counter(), time.thread_time()
@@ -468,6 +588,20 @@ class ComponentCosts:
             c1, t1 = time.thread_time(), time.perf_counter()
             self.samples[name].append((t1 - t0) / calls)
             self.cpu_samples[name].append((c1 - c0) / calls)
+        cpu, sleep = time.thread_time, time.sleep
+        for name, fn in self.pieces.items():  # once per idle wait, as a region runs them
+            each = []
+            for _ in range(idle_calls):
+                sleep(IDLE_WAIT)
+                c0 = cpu()
+                fn()
+                each.append(cpu() - c0)
+            if each:
+                self.idle_samples[name].append(statistics.median(each))
+
+    def idle_medians(self) -> dict[str, float]:
+        """CPU seconds per call once per idle wait (median of the per-round medians)."""
+        return {name: statistics.median(v) for name, v in self.idle_samples.items() if v}
 
     def medians(self) -> dict[str, float]:
         """Wall seconds per call, median over rounds."""
@@ -539,6 +673,22 @@ class StageClient:
         self.sock.close(linger=0)
 
 
+def stage_report(records: list[dict]) -> dict:
+    """Per answer, the staged shell's seconds by stage (wall and CPU), from its epoch records
+    after the first (which holds the warm-up trips); empty without two records."""
+    kept = [r for r in records if "stage_cpu" in r]
+    if len(kept) < 2:
+        return {}
+    answers = kept[-1]["predictions"] - kept[0]["predictions"]
+    if answers <= 0:
+        return {}
+    report: dict = {"answers": answers}
+    for key in ("wall", "cpu"):
+        first, last = kept[0][f"stage_{key}"], kept[-1][f"stage_{key}"]
+        report[key] = {k: (last[k] - first[k]) / answers for k in STAGES}
+    return report
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
@@ -558,7 +708,7 @@ def part_roundtrip(args: argparse.Namespace, tmp: Path) -> dict:
     clients: dict[str, Client] = {}
     stages: StageClient | None = None
     results: dict[str, dict] = {}
-    wanted = [v for v in VARIANTS if v != "shell" or not args.no_shell]
+    wanted = [v for v in VARIANTS if v not in SHELLS or not args.no_shell]
     load_before = load()
     print(
         f"\n== 1. round trip: {args.transport}, efference ({args.batch}, {2 * args.hidden}) "
@@ -602,7 +752,7 @@ def part_roundtrip(args: argparse.Namespace, tmp: Path) -> dict:
                         stages.trip(i, keep=False)
                     for i in range(args.trips // 4):
                         stages.trip(args.warmup + i)
-            components.measure(calls=500)
+            components.measure(calls=500, idle_calls=args.idle_calls)
             print(
                 f"  round {r + 1}/{args.rounds} "
                 + " ".join(f"{v}={per_round[v][-1] * 1e6:.0f}" for v in up)
@@ -706,6 +856,24 @@ def part_roundtrip(args: argparse.Namespace, tmp: Path) -> dict:
         f"  with the hot loops' wall time instead of their CPU time (preemption counted): "
         f"{target['ratio_wall_costs']:.2f}"
     )
+    idle = components.idle_medians()
+    if len(idle) == 3:
+        i_enc, i_dec, i_pred = (idle[k] for k in ("encode", "decode", "predict"))
+        target["idle_costs"] = idle
+        target["ratio_idle_costs"] = trip / (base + i_enc + i_dec + i_pred)
+        target["ratio_idle_costs_both_directions"] = trip / (base + 2 * (i_enc + i_dec) + i_pred)
+        print(
+            f"the same pieces once per idle wait ({IDLE_WAIT * 1e6:.0f} µs of sleep before each "
+            f"call, CPU time, median): encode {i_enc * 1e6:.0f} µs, decode+expect_shape "
+            f"{i_dec * 1e6:.0f} µs, predict {i_pred * 1e6:.0f} µs "
+            f"({(i_enc + i_dec + i_pred) / (enc + dec + pred):.1f}× the hot loop)"
+        )
+        print(
+            f"  round trip ÷ (raw echo + codec + predict, each once per idle wait) = "
+            f"{trip * 1e6:.0f} / ({base * 1e6:.0f} + {(i_enc + i_dec) * 1e6:.0f} + "
+            f"{i_pred * 1e6:.0f}) = {target['ratio_idle_costs']:.2f}; codec both ways: "
+            f"{target['ratio_idle_costs_both_directions']:.2f}"
+        )
     stage_medians = stages.medians() if stages is not None else {}
     if stage_medians:
         total = sum(stage_medians.values())
@@ -715,8 +883,19 @@ def part_roundtrip(args: argparse.Namespace, tmp: Path) -> dict:
             + f"; sum {total * 1e6:.0f}"
         )
     shell = {}
-    if servers.shell_metrics:
-        kept = servers.shell_metrics  # one per round after the first: the first has warm-ups
+    staged = stage_report(servers.shell_metrics["staged"])
+    if staged:
+        print(
+            "the stage-timed shell's answer path (per answer, µs, CPU (wall)): "
+            + ", ".join(
+                f"{k} {staged['cpu'][k] * 1e6:.0f} ({staged['wall'][k] * 1e6:.0f})" for k in STAGES
+            )
+            + f"; sum {sum(staged['cpu'].values()) * 1e6:.0f} "
+            f"({sum(staged['wall'].values()) * 1e6:.0f}) over {staged['answers']} answers"
+        )
+        shell["stages"] = staged
+    if servers.shell_metrics["shell"]:
+        kept = servers.shell_metrics["shell"]  # one per round after the first: warm-ups first
         busy = sum(m["busy_seconds"] for m in kept[1:])
         predict = sum(m["predict_seconds"] for m in kept[1:])
         answers = kept[-1]["predictions"] - kept[0]["predictions"]
@@ -1029,18 +1208,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "multi-process vs in-process (target reaching, seqMNIST) and start-up. Run from the "
         "repository root.",
     )
-    parser.add_argument("--transport", choices=("ipc", "tcp"), default="ipc")
+    parser.add_argument(
+        "--transport", choices=("ipc", "tcp"), default="ipc", help="part 1's transport"
+    )
     parser.add_argument("--batch", type=int, default=50, help="B of the efference (B, 2H)")
     parser.add_argument("--hidden", type=int, default=10, help="H of the efference (B, 2H)")
     parser.add_argument("--trips", type=int, default=2000, help="timed round trips per round")
     parser.add_argument("--warmup", type=int, default=200, help="untimed trips before each")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument(
+        "--idle-calls",
+        type=int,
+        default=300,
+        help="calls per round of each piece once per idle wait (300 µs of sleep before each)",
+    )
+    parser.add_argument(
         "--no-shell", action="store_true", help="skip the real CerebellumShell variant"
     )
     parser.add_argument("--task", choices=(*TASKS, "all"), default="all", help="part 2's task")
     parser.add_argument("--epochs", type=int, default=100, help="target reaching epochs")
-    parser.add_argument("--model", default="cc-dni", choices=("cc-dni", "scc-dni"))
+    parser.add_argument(
+        "--model", default="cc-dni", choices=("cc-dni", "scc-dni"), help="part 2's model"
+    )
     parser.add_argument("--truncation", type=int, default=2, help="target reaching T")
     parser.add_argument(
         "--timings", default="wait,lockstep", help="target reaching: wait, lockstep, stale"
@@ -1052,10 +1241,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--seq-train-subset", type=int, default=10000, help="seqMNIST images: 200 batches of 50"
     )
-    parser.add_argument("--seq-val-subset", type=int, default=1000)
     parser.add_argument(
-        "--data-dir", default="", help="folder holding MNIST/raw (default: $CCDNI_DATA, ./data)"
+        "--seq-val-subset", type=int, default=1000, help="seqMNIST validation images"
     )
+    add_data_arguments(parser)  # --data-dir, --download (part 2's seqMNIST reads MNIST)
     parser.add_argument("--repeats", type=int, default=2, help="alternated runs per mode")
     parser.add_argument("--skip-epochs", type=int, default=5, help="startup epochs left out")
     parser.add_argument("--startup-epochs", type=int, default=20, help="part 3's run length")
@@ -1063,7 +1252,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only", choices=("roundtrip", "epochs", "startup"), help="run one part only"
     )
     parser.add_argument("--json", default="", help="also write every figure to this JSON file")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.only in (None, "epochs") and args.task in ("seqmnist", "all"):
+        from ccdni.base.spec import load_spec
+        from ccdni.tasks.mnist_data import DataMissingError, check_mnist
+
+        try:  # before anything is measured: a missing data folder is one line, exit 2
+            check_mnist(load_spec(data_dir=args.data_dir).resolved_data_dir, args.download)
+        except DataMissingError as exc:
+            parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,6 @@ Run: ``python -m benchmarks.transport`` (about 1 minute on 2 cores); ``--sizes 4
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import statistics
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import zmq
 
+from orchestrator.cli import ScriptParser
 from wire.channel import make_socket
 from wire.transport import Security, free_port, make_keys
 
@@ -166,11 +166,9 @@ def report(figures: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ScriptParser(
         prog="python -m benchmarks.transport",
         description="Round trip and throughput of ipc, tcp and tcp+CURVE, side by side.",
-        allow_abbrev=False,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--sizes", default="4096,1048576", help="message sizes in bytes")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")

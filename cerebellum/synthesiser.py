@@ -36,6 +36,8 @@ from wire.ids import StepId
 if TYPE_CHECKING:
     from ccdni.base.spec import RunSpec
 
+_set_grad_enabled = torch._C._set_grad_enabled  # what torch.no_grad calls, without its layers
+
 
 def granule_connectivity(
     n_granule: int, n_inputs: int, k: int, generator: torch.Generator | None
@@ -144,12 +146,22 @@ class CerebellumCore:
             self.consumed[interface] = 0
             self.count_base[interface] = 0
 
-    @torch.no_grad()
     def predict(self, interface: str, ids: StepId, efference: torch.Tensor) -> torch.Tensor:
         """ĝ = C(s) (or ĥ = C(x)) for the efference copy ``s`` (B, N_in) → (B, N_out);
-        remembers ``s`` until its error arrives."""
-        efference = efference.to(self.device)
-        prediction = self.synthesisers[interface](efference)
+        remembers ``s`` until its error arrives.
+
+        Without autograd (the prediction is never back-propagated: :meth:`learn` recomputes
+        it), switched off and on with one call each instead of ``torch.no_grad``'s Python
+        context manager, and through ``forward`` (no hooks are ever registered on C)."""
+        synthesiser = self.synthesisers[interface]
+        grad = torch.is_grad_enabled()
+        _set_grad_enabled(False)
+        try:
+            if efference.device != self.device:
+                efference = efference.to(self.device)
+            prediction = synthesiser.forward(efference)
+        finally:
+            _set_grad_enabled(grad)
         pending = self.outstanding[interface]
         pending[ids] = efference
         while len(pending) > self.MAX_OUTSTANDING:

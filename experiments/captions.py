@@ -30,7 +30,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.common import add_sweep_flags, placement
+from experiments.common import (
+    add_budget_flag,
+    add_mnist_flags,
+    add_sweep_flags,
+    placement,
+    prepare_mnist,
+)
 from orchestrator.cli import ScriptParser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,14 +94,14 @@ def run(command: list[str]) -> int:
 
 def main() -> int:
     parser = ScriptParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
-    parser.add_argument("--data-dir", default="", help="MNIST root (default: $CCDNI_DATA)")
+    add_budget_flag(parser, BUDGETS, "small")
+    add_mnist_flags(parser)
     parser.add_argument(
         "--corpus", default="", help="corpus folder (default: DATA/captions/mnist-scenes)"
     )
     parser.add_argument("--sweep-dir", default="", help="default: runs/sweeps/captions-BUDGET")
-    parser.add_argument("--doc", default="docs/results-captions.md")
-    parser.add_argument("--figures-dir", default="docs/figures")
+    parser.add_argument("--doc", default="docs/results-captions.md", help="results page to write")
+    parser.add_argument("--figures-dir", default="docs/figures", help="where figures go")
     add_sweep_flags(parser, prefix="captions-")
     parser.set_defaults(slots=1)  # leave the other core to the other developers
     args = parser.parse_args()
@@ -107,6 +113,7 @@ def main() -> int:
     args.sweep_dir = args.sweep_dir or f"runs/sweeps/captions-{args.budget}"
     commands = [corpus_command(args), sweep_command(args, budget)]
     if not args.report_only:
+        prepare_mnist(parser, args)  # a missing data folder: one line, exit 2, nothing run
         for command in commands:
             if run(command) != 0 and command is commands[0]:
                 return 2

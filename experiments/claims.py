@@ -42,7 +42,14 @@ from typing import Any
 
 from experiments import correlation as correlation_experiment
 from experiments import fig2_target_reaching, fig6_ablation, seqmnist, sparsity_expansion
-from experiments.common import ROOT, Placement, SweepPlan, run_plans
+from experiments.common import (
+    ROOT,
+    Placement,
+    SweepPlan,
+    add_mnist_flags,
+    prepare_mnist,
+    run_plans,
+)
 from orchestrator.cli import ScriptParser
 
 ALPHA = 0.05
@@ -127,7 +134,9 @@ FORWARD_BUDGETS: dict[str, dict[str, Any]] = {
 }
 
 
-def forward_runs(source: Source, quick: bool, echo: bool) -> list[dict[str, float]]:
+def forward_runs(
+    source: Source, quick: bool, echo: bool, data_dir: str = ""
+) -> list[dict[str, float]]:
     """Forward-DNI pair summaries, one per seed (cached as JSON under the source's folder)."""
     from experiments import fig7_forward_dni
 
@@ -144,7 +153,9 @@ def forward_runs(source: Source, quick: bool, echo: bool) -> list[dict[str, floa
                 continue
         if echo:
             print(f"  forward-dni: seed {seed} ({' '.join(args)})", flush=True)
-        result = fig7_forward_dni.train(fig7_forward_dni.parse_args(args))
+        options = fig7_forward_dni.parse_args(args)
+        options.data_dir = data_dir  # not part of the cached args: where the data is, not what
+        result = fig7_forward_dni.train(options)
         pairs = result.pair_summary()
         path.write_text(json.dumps({"args": args, "pairs": pairs, "seconds": result.seconds}))
         out.append(pairs)
@@ -806,7 +817,8 @@ def evaluate(
                 for p in sorted(srcs["forward"].root.glob("seed*.json"))
             ]
         else:
-            ctx.forward = forward_runs(srcs["forward"], quick, echo)
+            data_dir = str((where or Placement()).extra.get("data_dir", ""))
+            ctx.forward = forward_runs(srcs["forward"], quick, echo, data_dir)
     rows = []
     for claim in claims:
         row = Row(claim.number, claim.figure, claim.statement)
@@ -952,6 +964,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{QUICK_ROOT})",
     )
     parser.add_argument("--doc", default=DOC, help="the page to write")
+    add_mnist_flags(parser)
     parser.add_argument("--slots", type=int, default=1, help="concurrent runs on the CPU")
     parser.add_argument(
         "--report-only", action="store_true", help="run nothing; measure what is on disk"
@@ -964,7 +977,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     started = time.monotonic()
     root = Path(args.sweeps_root).resolve() if args.sweeps_root else None
-    rows = evaluate(args.quick, root, args.claim, args.report_only, Placement(slots=args.slots))
+    where = Placement(slots=args.slots)
+    if not args.report_only and any(
+        {"seqmnist", "forward"} & set(c.needs)
+        for c in CLAIMS
+        if not args.claim or c.number in args.claim
+    ):
+        prepare_mnist(parser, args)  # a missing data folder: one line, exit 2, nothing run
+        if args.data_dir:
+            where.extra["data_dir"] = args.data_dir
+    rows = evaluate(args.quick, root, args.claim, args.report_only, where)
     doc = Path(args.doc)
     if not doc.is_absolute():
         doc = ROOT / doc

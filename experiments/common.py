@@ -76,6 +76,51 @@ def add_placement_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_budget_flag(parser: argparse.ArgumentParser, budgets: dict[str, Any], default: str) -> None:
+    """``--budget NAME``, its help listing every budget's ``about``."""
+    parser.add_argument(
+        "--budget",
+        choices=sorted(budgets),
+        default=default,
+        help="run size: " + "; ".join(f"{k}: {b.about}" for k, b in sorted(budgets.items())),
+    )
+
+
+def add_page_flags(parser: argparse.ArgumentParser, sweeps_root: str, doc: str) -> None:
+    """``--budget full|quick``, ``--sweeps-root``, ``--doc``, ``--figures-dir`` of a figure's
+    experiment that writes one results page."""
+    parser.add_argument(
+        "--budget",
+        choices=("full", "quick"),
+        default="full",
+        help="run size: full (the results page) or quick (CI-sized)",
+    )
+    parser.add_argument("--sweeps-root", default=sweeps_root, help="where the sweeps go")
+    parser.add_argument("--doc", default=doc, help="results page to write")
+    parser.add_argument("--figures-dir", default="docs/figures", help="where figures go")
+
+
+def add_mnist_flags(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir`` and ``--download``, as ``launch.py run`` has them."""
+    from orchestrator.cli import add_data_arguments
+
+    add_data_arguments(parser)
+
+
+def prepare_mnist(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
+    """MNIST checked (or, with ``--download``, fetched) once, before any run starts: a missing
+    data folder is one line naming it and what to do, exit 2, and nothing is run or written."""
+    from ccdni.base.spec import load_spec
+    from ccdni.tasks.mnist_data import DataMissingError, check_mnist
+
+    try:
+        return check_mnist(
+            load_spec(data_dir=args.data_dir).resolved_data_dir, download=args.download
+        )
+    except DataMissingError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+
+
 def placement_of(args: argparse.Namespace) -> Placement:
     return Placement(args.slots, args.device, args.runs_per_gpu, inline=args.inline)
 
@@ -98,6 +143,7 @@ def run_plans(
 
     where = where or Placement()
     out: dict[str, list[Any]] = {}
+    overall = _Overall(sum(plan.points() for plan in plans)) if len(plans) > 1 else None
     for plan in plans:
         base = {**plan.base, **where.extra}
         sweep = Sweep(
@@ -108,7 +154,7 @@ def run_plans(
             device=where.device,
             runs_per_gpu=where.runs_per_gpu,
         )
-        progress = _Progress(plan.name) if echo else None
+        progress = _Progress(plan.name, overall) if echo else None
         if inline or where.inline:
             out[plan.name] = _run_inline(sweep, progress)
         else:
@@ -149,14 +195,32 @@ def _run_inline(sweep: Any, progress: Any) -> list[Any]:
     return sweep.points
 
 
-class _Progress:
-    """One line per finished point: done / total, failures, ETA from the runs done here."""
+class _Overall:
+    """Points finished over every plan of one ``run_plans`` call (the experiment's progress)."""
 
-    def __init__(self, name: str):
+    def __init__(self, total: int):
+        self.total = total
+        self.finished: set[tuple[str, str]] = set()
+        self.ran = 0  # points run here (not found finished on disk)
+        self.started = time.monotonic()
+
+    def text(self) -> str:
+        left = self.total - len(self.finished)
+        elapsed = time.monotonic() - self.started
+        eta = f", ETA {elapsed / self.ran * left / 60:.1f} min" if self.ran and left else ""
+        return f"experiment {len(self.finished)}/{self.total} points{eta}"
+
+
+class _Progress:
+    """One line per finished point: finished / total (completed, failed), the ETA of this
+    sweep and of the experiment, from the runs done here."""
+
+    def __init__(self, name: str, overall: _Overall | None = None):
         self.name = name
         self.started = time.monotonic()
         self.reported: set[str] = set()
         self.ran = 0
+        self.overall = overall
 
     def __call__(self, points: list[Any]) -> None:
         done = [p for p in points if p.status in ("completed", "skipped", "failed", "invalid")]
@@ -165,16 +229,23 @@ class _Progress:
             return
         for point in new:
             self.reported.add(point.name)
-            if point.status in ("completed", "failed"):
+            ran_here = point.status in ("completed", "failed")
+            if ran_here:
                 self.ran += 1
+            if self.overall is not None:
+                self.overall.finished.add((self.name, point.name))
+                self.overall.ran += ran_here
             if point.status in ("failed", "invalid"):
                 print(f"  {self.name}: {point.name} {point.status}: {point.error}", flush=True)
+        failed = sum(p.status in ("failed", "invalid") for p in done)
         left = len(points) - len(done)
         elapsed = time.monotonic() - self.started
         eta = f", ETA {elapsed / self.ran * left / 60:.1f} min" if self.ran and left else ""
+        overall = f" · {self.overall.text()}" if self.overall is not None else ""
         print(
-            f"  {self.name}: {len(done)}/{len(points)} points done "
-            f"({self.ran} run here in {elapsed / 60:.1f} min{eta})",
+            f"  {self.name}: {len(done)}/{len(points)} points finished "
+            f"({len(done) - failed} completed, {failed} failed; "
+            f"{self.ran} run here in {elapsed / 60:.1f} min{eta}){overall}",
             flush=True,
         )
 
@@ -221,7 +292,9 @@ def add_sweep_flags(parser: argparse.ArgumentParser, prefix: str) -> None:
     """Placement, mode and report flags common to every sweep-driven experiment."""
     parser.add_argument("--slots", type=int, default=2, help="concurrent runs on the CPU")
     parser.add_argument("--device", default="cpu", help="'cuda' places runs on every GPU")
-    parser.add_argument("--runs-per-gpu", type=int, default=2)
+    parser.add_argument(
+        "--runs-per-gpu", type=int, default=2, help="concurrent runs per GPU with --device cuda"
+    )
     parser.add_argument("--processes", action="store_true", help="one process per region")
     parser.add_argument("--extra", default="", help="more spec flags for every run, quoted")
     parser.add_argument("--report-only", action="store_true", help="only redraw the report")
@@ -301,8 +374,13 @@ def sweep_page_parser(
     from orchestrator.cli import ScriptParser
 
     parser = ScriptParser(description=description)
-    parser.add_argument("--budget", choices=("full", "seqmnist", "quick"), default="full")
-    parser.add_argument("--sweeps-root", default=sweeps_root)
+    parser.add_argument(
+        "--budget",
+        choices=("full", "seqmnist", "quick"),
+        default="full",
+        help="run size: full (the results page), seqmnist (the seqMNIST variant), quick (CI-sized)",
+    )
+    parser.add_argument("--sweeps-root", default=sweeps_root, help="where the sweeps go")
     parser.add_argument(
         "--copy-figures", metavar="DIR", help="also copy the main figures to DIR, prefixed"
     )

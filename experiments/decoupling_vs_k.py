@@ -24,6 +24,7 @@ from typing import Any
 
 from benchmarks import decoupling
 from ccdni.reporting.plotting import plt
+from experiments.common import add_mnist_flags, prepare_mnist
 from orchestrator.cli import ScriptParser
 from orchestrator.placement import available_cores
 
@@ -151,8 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--targets", default="0.8,0.9", help="validation accuracies for time-to-accuracy"
     )
+    add_mnist_flags(parser)
     args = parser.parse_args(argv)
     args.ks = [int(k) for k in args.ks.split(",") if k.strip()]
+    if not args.report_only:
+        prepare_mnist(parser, args)  # a missing data folder: one line, exit 2, nothing run
+        extra = (["--data-dir", args.data_dir] if args.data_dir else []) + extra
     results = run_all(args, extra)
     if not results:
         print("no results", file=sys.stderr)

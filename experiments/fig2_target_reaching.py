@@ -24,6 +24,7 @@ from experiments.common import (
     ROOT,
     Placement,
     SweepPlan,
+    add_page_flags,
     add_placement_flags,
     placement_of,
     run_plans,
@@ -83,10 +84,7 @@ def plans(budget: str = "full") -> list[SweepPlan]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = ScriptParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", choices=("full", "quick"), default="full")
-    parser.add_argument("--sweeps-root", default=SWEEPS_ROOT, help="where the sweeps go")
-    parser.add_argument("--doc", default="docs/results-target-reaching.md")
-    parser.add_argument("--figures-dir", default="docs/figures")
+    add_page_flags(parser, SWEEPS_ROOT, "docs/results-target-reaching.md")
     add_placement_flags(parser)
     args = parser.parse_args(argv)
     chosen = plans(args.budget)

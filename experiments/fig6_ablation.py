@@ -23,7 +23,14 @@ from __future__ import annotations
 
 import sys
 
-from experiments.common import ROOT, SweepPlan, add_placement_flags, placement_of, run_plans
+from experiments.common import (
+    ROOT,
+    SweepPlan,
+    add_page_flags,
+    add_placement_flags,
+    placement_of,
+    run_plans,
+)
 from orchestrator.cli import ScriptParser
 
 ABLATION_EPOCHS = (10, 50, 100, 150, 200, 250)  # as in the paper
@@ -69,10 +76,7 @@ def plans(budget: str = "full") -> list[SweepPlan]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = ScriptParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", choices=("full", "quick"), default="full")
-    parser.add_argument("--sweeps-root", default=SWEEPS_ROOT, help="where the sweeps go")
-    parser.add_argument("--doc", default="docs/results-lesions.md")
-    parser.add_argument("--figures-dir", default="docs/figures")
+    add_page_flags(parser, SWEEPS_ROOT, "docs/results-lesions.md")
     add_placement_flags(parser)
     args = parser.parse_args(argv)
     chosen = plans(args.budget)

@@ -37,8 +37,10 @@ from scipy.signal import savgol_filter  # noqa: E402 - after the BLAS thread lim
 from torch import nn  # noqa: E402 - after the BLAS thread limits
 
 from ccdni.analysis.forward_model import abs_pearson, pair_values, top_pairs  # noqa: E402 - after the BLAS thread limits
+from ccdni.base.spec import load_spec  # noqa: E402 - after the BLAS thread limits
 from ccdni.reporting.plotting import plt  # noqa: E402 - after the BLAS thread limits
 from ccdni.tasks.mnist_data import load_mnist  # noqa: E402 - after the BLAS thread limits
+from experiments.common import add_mnist_flags, prepare_mnist  # noqa: E402 - after the BLAS thread limits
 from orchestrator.cli import ScriptParser  # noqa: E402 - after the BLAS thread limits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,19 +114,29 @@ def accuracy(cortex: Cortex, cerebellum: Cerebellum, x: torch.Tensor, y: torch.T
     )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = ScriptParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("CCDNI_DATA", ""))
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    add_mnist_flags(parser)
+    parser.add_argument("--epochs", type=int, default=2, help="passes over the training images")
+    parser.add_argument("--batch", type=int, default=100, help="batch size")
+    parser.add_argument(
+        "--lr", type=float, default=1e-3, help="Adam learning rate (cortex and cerebellum)"
+    )
     parser.add_argument("--train-subset", type=int, default=0, help="first N train images (0: all)")
     parser.add_argument("--probe", type=int, default=1000, help="validation images in the probe")
     parser.add_argument("--record-every", type=int, default=5, help="steps between probes")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--figure", default=str(ROOT / "docs" / "figures" / "fig7_forward_dni.png"))
-    return parser.parse_args(argv)
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights and batch order")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--figure",
+        default=str(ROOT / "docs" / "figures" / "fig7_forward_dni.png"),
+        help="where the figure goes",
+    )
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 @dataclass
@@ -158,8 +170,8 @@ def train(args: argparse.Namespace) -> ForwardRun:
     """Train the cortex and the forward cerebellum as the module docstring says."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    data_dir = args.data_dir or str((ROOT / ".." / "shared" / "data").resolve())
-    data = load_mnist(data_dir).subset(train_subset=args.train_subset)
+    data = load_mnist(load_spec(data_dir=args.data_dir).resolved_data_dir)
+    data = data.subset(train_subset=args.train_subset)
     x_train = data.train_images.reshape(-1, 784)  # (N, 784)
     y_train = data.train_labels
     x_val = data.val_images.reshape(-1, 784)  # (12000, 784)
@@ -249,7 +261,9 @@ def train(args: argparse.Namespace) -> ForwardRun:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    script = build_parser()
+    args = script.parse_args(argv)
+    prepare_mnist(script, args)  # a missing data folder: one line, exit 2
     result = train(args)
     ce_locked, ce_unlocked, abs_out, abs_h2 = (
         result.ce_locked,

@@ -30,12 +30,15 @@ from dataclasses import dataclass
 from experiments.common import (
     ROOT,
     SweepPlan,
+    add_budget_flag,
+    add_mnist_flags,
     add_placement_flags,
     placement_of,
     plan_command,
+    prepare_mnist,
     run_plans,
 )
-from orchestrator.cli import ScriptParser, add_data_arguments
+from orchestrator.cli import ScriptParser
 
 MODELS = ["lstm", "zero-dni", "cc-dni", "scc-dni"]
 TRUNCATIONS = [2, 3, 4, 5, 7, 10]  # as in the paper
@@ -56,15 +59,15 @@ class Budget:
 BUDGETS = {
     "small": Budget(
         {"train_subset": 8000, "val_subset": 2000, "epochs": 10, "inprocess": True},
-        [0, 1, 2],
-        [2, 3, 7, 10],
-        [0, 1],
+        [0, 1, 2, 3, 4],
+        [2, 3, 4, 7, 10],
+        [0, 1, 2, 3, 4],
         [5],
         [1, 4, 7],
         "the first 8 000 training / 2 000 validation examples of the paper's 48 000 / 12 000 "
-        "split, 10 epochs (1 600 batches of 50, ≈ 1.7 paper epochs of updates), 3 seeds "
-        "(2 for seqMNIST at T ≠ 5 and for c- and dd-seqMNIST), in-process; everything else as "
-        "in the paper (LSTM 30, cerebellum 300, K = 4, batch 50, lr 1e-4)",
+        "split, 10 epochs (1 600 batches of 50, ≈ 1.7 paper epochs of updates), 5 paired "
+        "seeds, in-process; everything else as in the paper (LSTM 30, cerebellum 300, K = 4, "
+        "batch 50, lr 1e-4)",
     ),
     "paper": Budget(
         {"train_subset": 0, "val_subset": 0, "epochs": 25, "inprocess": True},
@@ -162,12 +165,11 @@ def plans(budget: str = "small") -> list[SweepPlan]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = ScriptParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
-    parser.add_argument("--data-dir", default="", help="MNIST root (default: $CCDNI_DATA)")
-    add_data_arguments(parser, data_dir=False)  # --download
+    add_budget_flag(parser, BUDGETS, "small")
+    add_mnist_flags(parser)
     parser.add_argument("--sweeps-root", default="", help="default: runs/sweeps/seqmnist-BUDGET")
     parser.add_argument("--doc", default="docs/results-seqmnist.md", help="markdown to update")
-    parser.add_argument("--figures-dir", default="docs/figures")
+    parser.add_argument("--figures-dir", default="docs/figures", help="where figures go")
     parser.add_argument(
         "--processes",
         action="store_true",
@@ -179,13 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     chosen = plans(args.budget)
     if not args.report_only:
         where = placement_of(args)
+        prepare_mnist(parser, args)  # checked (or fetched) once, before any run starts
         if args.data_dir:
             where.extra["data_dir"] = args.data_dir
-        if args.download:  # fetched once, here, before any run starts
-            from ccdni.base.spec import load_spec
-            from ccdni.tasks.mnist_data import check_mnist
-
-            check_mnist(load_spec(data_dir=args.data_dir).resolved_data_dir, download=True)
         if args.processes:
             where.extra["inprocess"] = False
         run_plans(chosen, root, where, inline=False)

@@ -68,13 +68,12 @@ from ccdni.base.template import child_options, start_template, template_context
 from orchestrator.client import process_start_ticks, process_state
 from orchestrator.early import TEMPLATE_EXTRA
 from orchestrator.placement import PlacementPlan, plan_placement
-from orchestrator.progress import Progress
+from orchestrator.progress import AREA_ROLES, Progress
 from orchestrator.ray_backend import RayBackendError
 from wire.channel import Counters, Endpoint, make_socket
 from wire.protocol import Command, Kind, RegionState, control
 from wire.transport import CLIENT_KEY, Security, TransportError, free_port, make_keys
 
-AREA_ROLES = ("area", "chain-area")  # roles whose processes are cortical areas
 IPC_PATH_LIMIT = 100  # sockaddr_un holds ~107 bytes
 TERMINATE_GRACE = 2.0
 HUNG_AFTER = 12  # heartbeat timeouts of silence after which a running area counts as hung

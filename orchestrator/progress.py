@@ -27,6 +27,7 @@ from rich.text import Text
 from ccdni.tasks.base import headline
 
 WIDE = 100  # columns from which the table also shows each area's batch
+AREA_ROLES = ("area", "chain-area")  # roles whose processes are cortical areas
 RATE_WINDOW = 5.0  # seconds over which samples/s is measured
 
 
@@ -71,7 +72,7 @@ class Progress:
     # --- where the run is ------------------------------------------------------------------
     def position(self, regions: dict[str, Any]) -> tuple[int, int, int]:
         """(epoch, batch, batches per epoch) of the slowest area; batches 0 when unknown."""
-        areas = [r for r in regions.values() if r.role == "area" and not r.lesioned]
+        areas = [r for r in regions.values() if r.role in AREA_ROLES and not r.lesioned]
         if not areas:
             return 0, 0, 0
         slowest = min(areas, key=lambda r: (r.epoch, _batch(r)[0] / max(_batch(r)[1], 1)))
@@ -120,7 +121,7 @@ class Progress:
             except OSError:  # the terminal went away: carry on without the display
                 self.live = None
             return
-        areas = [r for r in regions.values() if r.role == "area"]
+        areas = [r for r in regions.values() if r.role in AREA_ROLES]
         epoch = min((r.epoch for r in areas), default=0)
         step = max(1, self.spec.epochs // 10)
         if epoch != self._last_logged_epoch and (epoch % step == 0 or epoch == self.spec.epochs):
@@ -178,7 +179,7 @@ class Progress:
         cerebellar = olive.last_metrics.get("cerebellar_loss") if olive else None
         for region in regions.values():
             m = region.last_metrics
-            is_area = region.role == "area"
+            is_area = region.role in AREA_ROLES
             state = "lesioned" if region.lesioned else getattr(region.state, "value", region.state)
             colour = "green" if region.alive and not region.lesioned else "red"
             cells = [

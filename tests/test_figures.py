@@ -164,3 +164,41 @@ def test_a_metric_in_other_units_gets_its_own_axis_and_integer_epochs(tmp_path: 
     ticks = [t for t in top.get_xticks() if 0.5 <= t <= 4.5]
     assert ticks == [1, 2, 3, 4]
     plt.close(fig)
+
+
+def test_multi_seed_learning_curves_draw_a_band_of_mean_and_sem_per_model(tmp_path, monkeypatch):
+    """Fig. 2b's curves over seeds: one line per model at the seed mean, a shaded band of
+    exactly mean ± s.e.m. (hand-computed), n in the legend, labelled axes."""
+    from ccdni.reporting import style
+    from ccdni.reporting import target_reaching_report as report
+    from ccdni.reporting.runs import RunRecord
+
+    values = {  # model → seed → validation MSE at epochs 0, 1
+        "lstm": {0: [80.0, 70.0], 1: [82.0, 74.0], 2: [84.0, 72.0]},
+        "cc-dni": {0: [60.0, 50.0], 1: [66.0, 50.0], 2: [63.0, 56.0]},
+    }
+    records = []
+    for model, seeds in values.items():
+        for seed, curve in seeds.items():
+            spec = load_spec(model=model, seed=seed, inprocess=True)
+            record = RunRecord(f"{model}-{seed}", None, spec, {})  # type: ignore[arg-type]
+            record._curves["val_mse"] = ([0, 1], curve)
+            records.append(record)
+    figures = []
+    monkeypatch.setattr(report, "_save", lambda fig, path: figures.append(fig) or path)
+    report.learning_curves_figure(records, tmp_path / "curves.png", "T=2")
+    (ax,) = figures[0].axes
+    assert ax.get_xlabel() == "epoch" and "MSE" in ax.get_ylabel()
+    labels = legend_texts(ax)
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 2
+    for model in values:
+        assert f"{style.label(model)} (n=3)" in labels, labels
+    for band, seeds in zip(bands, values.values()):
+        ys = band.get_paths()[0].vertices[:, 1]
+        for epoch in (0, 1):
+            column = [curve[epoch] for curve in seeds.values()]
+            mean = sum(column) / 3
+            sem = math.sqrt(sum((v - mean) ** 2 for v in column) / 2) / math.sqrt(3)
+            assert any(abs(y - (mean - sem)) < 1e-9 for y in ys)
+            assert any(abs(y - (mean + sem)) < 1e-9 for y in ys)

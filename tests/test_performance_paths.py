@@ -109,6 +109,36 @@ def test_a_tensor_decoded_from_bytes_or_a_view_is_a_copy() -> None:
         assert torch.equal(state, torch.ones(3, 4))
 
 
+# -- the prediction's fast path -------------------------------------------------------------
+@pytest.mark.parametrize("model", ["cc-dni", "scc-dni"])
+@pytest.mark.parametrize("grad_before", [True, False])
+def test_predict_gives_the_modules_numbers_without_autograd_and_restores_grad_mode(
+    model: str, grad_before: bool
+) -> None:
+    """CerebellumCore.predict equals the synthesiser module called under torch.no_grad
+    bitwise (dense, sparse and two-layer), its result needs no gradient, the efference it keeps
+    is the one it was given, and the grad mode is what it was before, also after an error."""
+    for layers in (1, 2):
+        spec = load_spec(model=model, hidden=10, cerebellum_layers=layers, seed=3)
+        core = CerebellumCore(spec, ["area0"])
+        with torch.no_grad():  # a non-zero output layer, so that every layer counts
+            core.synthesisers["area0"].nuclei.weight.normal_()
+        state = torch.randn(50, spec.state_size)
+        with torch.no_grad():
+            expected = core.synthesisers["area0"](state)
+        torch.set_grad_enabled(grad_before)
+        try:
+            got = core.predict("area0", StepId(0, 0, 0), state)
+            assert torch.is_grad_enabled() is grad_before
+            with pytest.raises(RuntimeError):
+                core.predict("area0", StepId(0, 1, 0), torch.randn(50, spec.state_size + 1))
+            assert torch.is_grad_enabled() is grad_before
+        finally:
+            torch.set_grad_enabled(True)
+        assert torch.equal(got, expected) and not got.requires_grad
+        assert core.outstanding["area0"][StepId(0, 0, 0)] is state
+
+
 # -- predictions before learning ------------------------------------------------------------
 class WaitingRouter:
     """A stand-in for the cerebellum's ROUTER that says an efference is waiting ``busy``

@@ -82,3 +82,38 @@ def test_samples_per_second_and_time_left_come_from_the_heartbeats(monkeypatch) 
     assert later["samples_per_s"] == 96 / 4.0 * spec.batch_size
     assert later["seconds_left"] == 4.0 / 0.1 * 0.9
     assert shown.status_line(later).plain.endswith("0:36 left")
+
+
+def test_chain_areas_report_their_batch_inside_the_epoch(tmp_path, monkeypatch) -> None:
+    """A chain run through processes: each chain area's heartbeats carry its batches done of
+    the epoch's total, which the live table's position reads (the slowest area's)."""
+    from tests.conftest import run_chain
+
+    seen: list[tuple[int, int, int]] = []  # (epoch, batch, batches) from the table's position
+
+    def update(self, regions) -> None:
+        epoch, batch, batches = self.position(regions)
+        if batches:
+            seen.append((epoch, batch, batches))
+
+    monkeypatch.setattr(Progress, "update", update)
+    spec = load_spec(
+        topology="chain",
+        chain_areas=2,
+        chain_mode="backward-unlocked",
+        chain_width=16,
+        train_subset=3000,
+        val_subset=100,
+        batch_size=10,
+        epochs=1,
+        heartbeat_interval=0.02,
+        runs_dir=str(tmp_path),
+        figures=False,
+        progress=False,
+    )
+    run, outcome = run_chain(spec)
+    assert outcome["status"] == "completed", outcome
+    assert seen and {batches for _, _, batches in seen} == {300}
+    inside = [batch for _, batch, _ in seen if 0 < batch < 300]
+    assert inside, seen[:5]  # heard from the middle of the epoch, not only its ends
+    assert inside == sorted(inside)  # batches done only grow within the epoch

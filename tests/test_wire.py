@@ -300,6 +300,59 @@ def test_finiteness_check_can_be_turned_off() -> None:
     assert bool(tensor.isnan()[1])
 
 
+@pytest.mark.parametrize(
+    ("values", "dtype"),
+    [([3.4e38, 3.4e38, -1.0], torch.float32), ([65504.0, 65504.0], torch.float16)],
+)
+def test_large_finite_values_are_accepted(values, dtype) -> None:
+    """Finite values near the dtype's largest (whose sum would overflow) decode unchanged."""
+    tensor = torch.tensor(values, dtype=dtype)
+    (got,) = decode(wire(encode(SAMPLES[Kind.TARGET], [tensor]))).tensors
+    assert raw(got) == raw(tensor)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), "both"])
+@pytest.mark.parametrize("where", [0, 517, 999])
+def test_one_non_finite_value_anywhere_is_refused(bad, where: int) -> None:
+    """A single NaN, +Inf or -Inf (or +Inf and -Inf together) anywhere in a (50, 20) tensor
+    is refused."""
+    tensor = torch.randn(50, 20)
+    if bad == "both":
+        tensor.view(-1)[where] = float("inf")
+        tensor.view(-1)[(where + 1) % 1000] = -float("inf")
+    else:
+        tensor.view(-1)[where] = bad
+    with pytest.raises(ProtocolError, match="NaN or Inf"):
+        decode(wire(encode(SAMPLES[Kind.EFFERENCE], [tensor])))
+
+
+def test_step_headers_built_fast_equal_the_constructors() -> None:
+    """Step headers from ``step_header`` and from ``decode`` (built without the dataclass
+    __init__) equal, hash like and are as frozen as the constructor's, and an unknown field
+    is still refused."""
+    ids = StepId(4, 5, 6)
+    for cls in (EfferenceHeader, PredictionHeader, ClimbingHeader, TargetHeader):
+        made = cls(run="run", interface="area0", epoch=4, batch=5, truncation=6)
+        fast = step_header(cls, "run", "area0", ids)
+        decoded = decode(wire(encode(fast, [torch.ones(1, 2)]))).header
+        for header in (fast, decoded):
+            assert type(header) is cls and header == made and hash(header) == hash(made)
+            assert dataclasses.asdict(header) == dataclasses.asdict(made)
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                header.batch = 9  # type: ignore[misc]
+    with_extra = step_header(EfferenceHeader, "run", "area0", ids, errors_expected=3)
+    assert with_extra == EfferenceHeader("run", "area0", 4, 5, 6, errors_expected=3)
+    with pytest.raises(TypeError):
+        step_header(PredictionHeader, "run", "area0", ids, errors_expected=3)
+
+
+def test_a_tensor_that_requires_grad_travels_as_its_values() -> None:
+    """encode sends a tensor that requires grad (detached) with its values, bitwise."""
+    tensor = torch.randn(3, 4, requires_grad=True) * 2.0
+    (got,) = decode(wire(encode(SAMPLES[Kind.TARGET], [tensor]))).tensors
+    assert not got.requires_grad and raw(got) == raw(tensor.detach())
+
+
 # Malformed headers whose *values* have unexpected msgpack types: decode must answer with a
 # ProtocolError (which receivers catch), never another exception (which kills the receiver).
 MALFORMED = {

@@ -25,6 +25,10 @@ HIGH_WATER_MARK = 1000
 # type checks, send's routing and group handling) costs more than the call itself per frame
 _SEND, _RECV, _GET = _Backend.send, _Backend.recv, _Backend.get
 ZERO_COPY_THRESHOLD = 64 * 1024  # bytes; below this pyzmq copies frames even with copy=False
+# the flags as plain ints: zmq's are enum.Flag members, whose | and & run in Python
+_NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_RCVMORE, _EVENTS, _POLLIN = int(zmq.RCVMORE), int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 def make_socket(
@@ -86,17 +90,19 @@ class Endpoint:
         return [self._send_frames(header, frames, len(tensors), to) for to in destinations]
 
     def _send_frames(self, header: Header, frames: list[Any], n_tensors: int, to: str | None):
-        if self.routed:
-            frames = [to.encode(), *frames]  # type: ignore[union-attr]
         # zero-copy only pays off for large buffers: pyzmq copies small frames anyway
-        zero_copy = False
+        copy = True
         for buffer in frames[len(frames) - n_tensors :] if n_tensors else ():
-            zero_copy = zero_copy or buffer.nbytes > ZERO_COPY_THRESHOLD
-        sock, copy, more = self.sock, not zero_copy, zmq.NOBLOCK | zmq.SNDMORE
-        try:
-            for frame in frames[:-1]:  # as send_multipart does, without its Python layer
-                _SEND(sock, frame, more, copy, False)
-            _SEND(sock, frames[-1], zmq.NOBLOCK, copy, False)
+            if buffer.nbytes > ZERO_COPY_THRESHOLD:
+                copy = False
+        sock = self.sock
+        try:  # as send_multipart does, without its Python layer
+            if self.routed:
+                _SEND(sock, to.encode(), _NOBLOCK_MORE, True, False)  # type: ignore[union-attr]
+            last = len(frames) - 1
+            for i in range(last):
+                _SEND(sock, frames[i], _NOBLOCK_MORE, copy, False)
+            _SEND(sock, frames[last], _NOBLOCK, copy, False)
         except (zmq.Again, zmq.ZMQError) as exc:
             self.counters.dropped += 1
             self.log.debug("send_dropped", kind=header.kind.name, to=to, reason=str(exc))
@@ -129,12 +135,12 @@ class Endpoint:
         tensors in place — no copy of the payload after the one into the frame."""
         sock = self.sock
         try:
-            frames: list[Any] = [_RECV(sock, zmq.NOBLOCK, True, False)]
+            frames: list[Any] = [_RECV(sock, _NOBLOCK, True, False)]
         except zmq.Again:
             return None
         as_bytes = self._header_frames
-        while _GET(sock, zmq.RCVMORE):  # the rest of a multipart message is already here
-            frames.append(_RECV(sock, zmq.NOBLOCK, len(frames) < as_bytes, False))
+        while _GET(sock, _RCVMORE):  # the rest of a multipart message is already here
+            frames.append(_RECV(sock, _NOBLOCK, len(frames) < as_bytes, False))
         self.counters.received += 1
         sender = None
         if self.routed:
@@ -156,8 +162,8 @@ class Endpoint:
 
     def waiting(self) -> bool:
         """Whether a message is waiting (ZMQ_EVENTS: one getsockopt, no Poller)."""
-        events: Any = _GET(self.sock, zmq.EVENTS)
-        return bool(events & zmq.POLLIN)
+        events: Any = _GET(self.sock, _EVENTS)
+        return bool(events & _POLLIN)
 
     def reject(self, reason: str, sender: str | None = None) -> None:
         self.counters.rejected += 1

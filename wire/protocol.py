@@ -432,6 +432,25 @@ _FLAT_FIELDS = {
     for cls, types in _TYPES.items()
     if all(t in (int, str, float) for t in types.values())
 }
+# The flat headers without a __post_init__ (the step headers): their defaults, so that a
+# decoded header whose every field has been checked is built without the frozen dataclass's
+# __init__ (one object.__setattr__ per field); the result is equal to cls(**fields).
+_FAST_DEFAULTS = {
+    cls: {f.name: f.default for f in dataclasses.fields(cls)}
+    for cls in _FLAT_FIELDS
+    if not hasattr(cls, "__post_init__")
+}
+_new_object = object.__new__
+
+
+def _build(cls: type[Header], fields: dict[str, Any]) -> Any:
+    """``cls(**fields)`` for a header of :data:`_FAST_DEFAULTS` whose fields are known to be
+    its own (checked by the caller)."""
+    header = _new_object(cls)
+    values = header.__dict__
+    values.update(_FAST_DEFAULTS[cls])
+    values.update(fields)
+    return header
 
 
 def _wire_dtype(dtype: Any) -> str:
@@ -464,14 +483,15 @@ def encode(header: Header, tensors: typing.Sequence[torch.Tensor] = ()) -> list[
     described = []
     buffers = []
     for tensor in tensors:
-        array = tensor.detach()
-        if array.device.type != "cpu":
+        array = tensor.detach() if tensor.requires_grad else tensor
+        if not array.is_cpu:
             array = array.cpu()
-        if not array.is_contiguous():
-            array = array.contiguous()
-        described.append([_wire_dtype(array.dtype), list(array.shape)])
-        data: Any = array.numpy().reshape(-1)  # numpy arrays export the buffer protocol
-        buffers.append(memoryview(data).cast("B"))
+        name = _wire_dtype(array.dtype)
+        data: Any = array.numpy()  # a view; numpy arrays export the buffer protocol
+        if not data.flags.c_contiguous:
+            data = np.ascontiguousarray(data)
+        described.append([name, list(data.shape)])
+        buffers.append(memoryview(data.reshape(-1)).cast("B"))
     body["tensors"] = described
     return [_PREAMBLES[header.kind], msgpack.packb(body, use_bin_type=True), *buffers]
 
@@ -527,7 +547,7 @@ def decode(frames: typing.Sequence[Any], check_finite: bool = True) -> Message:
             expected = types[name]
             if type(value) is not expected:  # the exact type passes at once; else check it
                 body[name] = _typed(f"{kind.name} header field", name, value, expected)
-    header = cls(**body)
+    header = _build(cls, body) if cls in _FAST_DEFAULTS else cls(**body)
     n_tensors = cls.n_tensors
     if not isinstance(described, list) or len(described) != n_tensors:
         raise ProtocolError(f"{kind.name} must describe {n_tensors} tensors")
@@ -535,6 +555,12 @@ def decode(frames: typing.Sequence[Any], check_finite: bool = True) -> Message:
         raise ProtocolError(f"{kind.name} needs {2 + n_tensors} frames, got {len(frames)}")
     if not n_tensors:
         return Message(header)
+    if n_tensors == 1:  # every step message: no generator, no frozen __init__
+        message = _new_object(Message)
+        message.__dict__.update(
+            header=header, tensors=(_tensor(described[0], frames[2], check_finite),)
+        )
+        return message
     tensors = tuple(_tensor(d, frames[2 + i], check_finite) for i, d in enumerate(described))
     return Message(header, tensors)
 
@@ -552,8 +578,6 @@ def _tensor(description: Any, frame: Any, check_finite: bool) -> torch.Tensor:
         if type(d) is not int or d < 0:  # msgpack gives exact ints: a bool is refused here
             raise ProtocolError(f"bad tensor shape {shape!r}")
         count *= d
-    import torch
-
     owned = getattr(frame, "buffer", None)  # a received zmq.Frame: its memory is ours
     buffer = memoryview(frame if owned is None else owned).cast("B")
     expected = count * DTYPE_SIZES[dtype_name]
@@ -562,12 +586,25 @@ def _tensor(description: Any, frame: Any, check_finite: bool) -> torch.Tensor:
             f"tensor buffer has {buffer.nbytes} bytes, shape {shape} of {dtype_name} needs "
             f"{expected}"
         )
-    array = np.frombuffer(buffer, dtype=_NUMPY_DTYPES[dtype_name]).reshape(shape)
+    array = np.frombuffer(buffer, dtype=_NUMPY_DTYPES[dtype_name])
     if owned is None or not array.flags.writeable:
         array = array.copy()  # not a frame we own: never alias the sender's memory
     if check_finite and dtype_name in _FLOATS and count and not np.isfinite(array).all():
         raise ProtocolError("tensor holds NaN or Inf")
-    return torch.from_numpy(array)
+    return _from_numpy(array.reshape(shape))
+
+
+_TORCH_FROM_NUMPY: Any = None  # torch.from_numpy, once torch is imported here
+
+
+def _from_numpy(array: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy``, torch imported on first use (control messages need none)."""
+    global _TORCH_FROM_NUMPY
+    if _TORCH_FROM_NUMPY is None:
+        import torch
+
+        _TORCH_FROM_NUMPY = torch.from_numpy
+    return _TORCH_FROM_NUMPY(array)
 
 
 def expect_shape(
@@ -575,24 +612,38 @@ def expect_shape(
 ) -> torch.Tensor:
     """The message's single tensor if it has ``dtype`` (default float32) and ``shape`` (None:
     any size)."""
-    import torch
-
-    dtype = torch.float32 if dtype is None else dtype
     (tensor,) = message.tensors
+    if dtype is None:
+        import torch
+
+        dtype = torch.float32
     if tensor.dtype != dtype:
         raise ProtocolError(f"{message.kind.name} tensor is {tensor.dtype}, expected {dtype}")
-    if tensor.dim() != len(shape) or any(
-        want is not None and got != want for got, want in zip(tensor.shape, shape)
-    ):
+    got = tensor.shape
+    wrong = len(got) != len(shape)
+    if not wrong:
+        for size, want in zip(got, shape):
+            if want is not None and size != want:
+                wrong = True
+                break
+    if wrong:
         raise ProtocolError(
-            f"{message.kind.name} tensor has shape {tuple(tensor.shape)}, expected "
+            f"{message.kind.name} tensor has shape {tuple(got)}, expected "
             f"{tuple('*' if s is None else s for s in shape)}"
         )
-    if tensor.dim() and tensor.shape[0] == 0:
+    if got and got[0] == 0:
         raise ProtocolError(f"{message.kind.name} tensor is empty")
     return tensor
 
 
 def step_header(cls: type[StepHeader], run: str, interface: str, ids: StepId, **extra: Any):
     """A step header for ``ids``."""
-    return cls(run=run, interface=interface, epoch=ids[0], batch=ids[1], truncation=ids[2], **extra)
+    epoch, batch, truncation = ids
+    if cls in _FAST_DEFAULTS and extra.keys() <= _FAST_DEFAULTS[cls].keys():
+        fields = {"run": run, "interface": interface, "epoch": epoch, "batch": batch}
+        fields["truncation"] = truncation
+        if extra:
+            fields.update(extra)
+        return _build(cls, fields)
+    return cls(run=run, interface=interface, epoch=epoch, batch=batch, truncation=truncation,
+               **extra)  # fmt: skip

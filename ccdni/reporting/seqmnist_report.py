@@ -355,7 +355,8 @@ def write_report(
                 panels[i : i + 3], f"{figure}-learning-curves-{i // 3 + 1}.png"
             )
             written.append(path)
-            lines += ["", f"![learning curves, T=5]({_rel(path, doc)})"]
+            shown = "; ".join(title for title, _ in panels[i : i + 3])
+            lines += ["", f"![learning curves: {shown}]({_rel(path, doc)})"]
     ablated = sweeps.get("seqmnist-ablation", [])
     if ablated and online:
         models = ["cc-dni", "scc-dni", "zero-dni"]
