@@ -134,9 +134,7 @@ FORWARD_BUDGETS: dict[str, dict[str, Any]] = {
 }
 
 
-def forward_runs(
-    source: Source, quick: bool, echo: bool, data_dir: str = ""
-) -> list[dict[str, float]]:
+def forward_runs(source: Source, quick: bool, echo: bool) -> list[dict[str, float]]:
     """Forward-DNI pair summaries, one per seed (cached as JSON under the source's folder)."""
     from experiments import fig7_forward_dni
 
@@ -153,9 +151,7 @@ def forward_runs(
                 continue
         if echo:
             print(f"  forward-dni: seed {seed} ({' '.join(args)})", flush=True)
-        options = fig7_forward_dni.parse_args(args)
-        options.data_dir = data_dir  # not part of the cached args: where the data is, not what
-        result = fig7_forward_dni.train(options)
+        result = fig7_forward_dni.train(fig7_forward_dni.parse_args(args))
         pairs = result.pair_summary()
         path.write_text(json.dumps({"args": args, "pairs": pairs, "seconds": result.seconds}))
         out.append(pairs)
@@ -817,8 +813,7 @@ def evaluate(
                 for p in sorted(srcs["forward"].root.glob("seed*.json"))
             ]
         else:
-            data_dir = str((where or Placement()).extra.get("data_dir", ""))
-            ctx.forward = forward_runs(srcs["forward"], quick, echo, data_dir)
+            ctx.forward = forward_runs(srcs["forward"], quick, echo)
     rows = []
     for claim in claims:
         row = Row(claim.number, claim.figure, claim.statement)
@@ -977,16 +972,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     started = time.monotonic()
     root = Path(args.sweeps_root).resolve() if args.sweeps_root else None
-    where = Placement(slots=args.slots)
     if not args.report_only and any(
         {"seqmnist", "forward"} & set(c.needs)
         for c in CLAIMS
         if not args.claim or c.number in args.claim
     ):
         prepare_mnist(parser, args)  # a missing data folder: one line, exit 2, nothing run
-        if args.data_dir:
-            where.extra["data_dir"] = args.data_dir
-    rows = evaluate(args.quick, root, args.claim, args.report_only, where)
+    rows = evaluate(args.quick, root, args.claim, args.report_only, Placement(slots=args.slots))
     doc = Path(args.doc)
     if not doc.is_absolute():
         doc = ROOT / doc

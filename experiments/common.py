@@ -10,6 +10,7 @@ skipped), so ``python -m experiments.claims`` reuses exactly the runs an experim
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
 import subprocess
@@ -109,16 +110,23 @@ def add_mnist_flags(parser: argparse.ArgumentParser) -> None:
 
 def prepare_mnist(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
     """MNIST checked (or, with ``--download``, fetched) once, before any run starts: a missing
-    data folder is one line naming it and what to do, exit 2, and nothing is run or written."""
+    data folder is one line naming it and what to do, exit 2, and nothing is run or written.
+
+    A ``--data-dir`` is handed to every run as ``$CCDNI_DATA`` (runs in this process and the
+    processes it starts), not as a spec field: where the data lies is not part of a run's
+    identity, so finished runs are reused whichever way the folder was named."""
     from ccdni.base.spec import load_spec
     from ccdni.tasks.mnist_data import DataMissingError, check_mnist
 
     try:
-        return check_mnist(
+        root = check_mnist(
             load_spec(data_dir=args.data_dir).resolved_data_dir, download=args.download
         )
     except DataMissingError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    if args.data_dir:
+        os.environ["CCDNI_DATA"] = str(root)
+    return root
 
 
 def placement_of(args: argparse.Namespace) -> Placement:

@@ -157,7 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     args.ks = [int(k) for k in args.ks.split(",") if k.strip()]
     if not args.report_only:
         prepare_mnist(parser, args)  # a missing data folder: one line, exit 2, nothing run
-        extra = (["--data-dir", args.data_dir] if args.data_dir else []) + extra
     results = run_all(args, extra)
     if not results:
         print("no results", file=sys.stderr)

@@ -182,8 +182,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         where = placement_of(args)
         prepare_mnist(parser, args)  # checked (or fetched) once, before any run starts
-        if args.data_dir:
-            where.extra["data_dir"] = args.data_dir
         if args.processes:
             where.extra["inprocess"] = False
         run_plans(chosen, root, where, inline=False)

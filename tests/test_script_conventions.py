@@ -109,3 +109,25 @@ def test_missing_data_is_one_line_and_exit_2_before_anything_runs(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(missing) in err[0] and "--download" in err[0], err
     assert not out.exists()
+
+
+def test_a_data_dir_flag_reaches_the_runs_as_the_environment_not_as_a_spec_field(
+    tmp_path, monkeypatch
+) -> None:
+    """``--data-dir`` is checked and handed on as $CCDNI_DATA, so the runs' specs (and the
+    reuse of finished runs) do not depend on how the folder was named."""
+    from ccdni.base.spec import load_spec
+    from experiments.common import add_mnist_flags, prepare_mnist
+
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images", "train-labels", "t10k-images", "t10k-labels"):
+        kind = "idx3" if "images" in name else "idx1"
+        (raw / f"{name}-{kind}-ubyte").write_bytes(b"")
+    monkeypatch.setenv("CCDNI_DATA", str(tmp_path / "elsewhere"))
+    parser = ScriptParser()
+    add_mnist_flags(parser)
+    args = parser.parse_args(["--data-dir", str(tmp_path / "data")])
+    assert prepare_mnist(parser, args) == (tmp_path / "data").resolve()
+    spec = load_spec()
+    assert spec.data_dir == "" and spec.resolved_data_dir == (tmp_path / "data").resolve()
