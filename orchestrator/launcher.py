@@ -603,6 +603,7 @@ class Supervisor:
             region.last_metrics.update(header.values)
             if "epoch" in header.values and region.role in AREA_ROLES:
                 region.epoch = int(header.values["epoch"]) + 1
+                region.batch = 0  # the next epoch: its heartbeats bring its batches
         elif message.kind == Kind.CONTROL:
             self.on_report(region, header.command, header.args)
         else:

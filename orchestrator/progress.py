@@ -75,8 +75,10 @@ class Progress:
         areas = [r for r in regions.values() if r.role in AREA_ROLES and not r.lesioned]
         if not areas:
             return 0, 0, 0
-        slowest = min(areas, key=lambda r: (r.epoch, _batch(r)[0] / max(_batch(r)[1], 1)))
-        return (max(slowest.epoch, 0), *_batch(slowest))
+        epoch, batch, batches = min(
+            (_place(r) for r in areas), key=lambda p: (p[0], p[1] / max(p[2], 1))
+        )
+        return max(epoch, 0), batch, batches
 
     def fraction(self, epoch: int, batch: int, batches: int) -> float:
         """Share of the run's training done (epochs completed plus the current epoch's part)."""
@@ -205,6 +207,16 @@ class Progress:
 def _batch(region: Any) -> tuple[int, int]:
     """(batches done, batches per epoch) from a region's heartbeats; (0, 0) if it has none."""
     return getattr(region, "batch", 0), getattr(region, "batches", 0)
+
+
+def _place(region: Any) -> tuple[int, int, int]:
+    """(epoch, batches done, batches per epoch) of an area: an epoch whose training is done
+    counts as the next epoch at batch 0, so a heartbeat sent while the area validates (epoch
+    e, every batch done) and the metrics that follow (e + 1) place it at the same point."""
+    batch, batches = _batch(region)
+    if batches and batch >= batches:
+        return region.epoch + 1, 0, batches
+    return region.epoch, batch, batches
 
 
 SHORT_LABELS = {

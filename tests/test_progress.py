@@ -84,6 +84,27 @@ def test_samples_per_second_and_time_left_come_from_the_heartbeats(monkeypatch) 
     assert shown.status_line(later).plain.endswith("0:36 left")
 
 
+def test_the_position_never_goes_back_when_areas_finish_an_epoch_out_of_step() -> None:
+    """Two areas end epoch 0 one after the other, each with its last heartbeat a few batches
+    short of the end (their epoch metrics come first): the slowest area's place only grows."""
+    shown = Progress(load_spec(), log=None, enabled=False)
+    a = region("area0", "chain-area", epoch=0, batch=296, batches=300)
+    b = region("area1", "chain-area", epoch=0, batch=299, batches=300)
+    state = {"area0": a, "area1": b}
+    places = [shown.position(state)]
+    a.epoch, a.batch = 1, 0  # area0's epoch metrics (as the orchestrator records them)
+    places.append(shown.position(state))
+    b.epoch, b.batch = 1, 0  # area1's
+    places.append(shown.position(state))
+    a.epoch, a.batch = 0, 300  # a heartbeat while area0 waits for the others' validation
+    places.append(shown.position(state))
+    b.epoch, b.batch = 1, 7  # area1 is into epoch 1
+    places.append(shown.position(state))
+    assert places == [(0, 296, 300), (0, 299, 300), (1, 0, 300), (1, 0, 300), (1, 0, 300)]
+    done = [e + batch / batches for e, batch, batches in places]
+    assert done == sorted(done)
+
+
 def test_chain_areas_report_their_batch_inside_the_epoch(tmp_path, monkeypatch) -> None:
     """A chain run through processes: each chain area's heartbeats carry its batches done of
     the epoch's total, which the live table's position reads (the slowest area's)."""
