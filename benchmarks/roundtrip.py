@@ -924,11 +924,13 @@ def part_roundtrip(args: argparse.Namespace, tmp: Path) -> dict:
 # Part 2: time per epoch, processes vs in-process
 # ---------------------------------------------------------------------------------------------
 TASKS = ("target-reaching", "seqmnist")
+INLINE = "-inline"  # a timing with this suffix: concurrent_learning off (one thread learns)
 
 
 def task_spec(args: argparse.Namespace, task: str, tmp: Path, inprocess: bool, timing: str, epochs):
     from ccdni.base.spec import load_spec
 
+    base, inline = timing.removesuffix(INLINE), timing.endswith(INLINE)
     common = dict(
         epochs=epochs,
         seed=0,
@@ -936,7 +938,8 @@ def task_spec(args: argparse.Namespace, task: str, tmp: Path, inprocess: bool, t
         figures=False,
         progress=False,
         runs_dir=str(tmp / "runs"),
-        timing=timing,
+        timing=base,
+        concurrent_learning=not inline,  # "-inline": the cerebellum learns between answers
         inprocess=inprocess,
     )
     if task == "seqmnist":  # the paper's sizes: LSTM 30, cerebellum 300 (the preset), B 50, T 5
@@ -1232,9 +1235,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--truncation", type=int, default=2, help="target reaching T")
     parser.add_argument(
-        "--timings", default="wait,lockstep", help="target reaching: wait, lockstep, stale"
+        "--timings",
+        default="wait,wait-inline,lockstep",
+        help="target reaching: wait, lockstep, stale; '-inline' after wait or stale: the "
+        "cerebellum learns between answers (concurrent_learning off)",
     )
-    parser.add_argument("--seq-timings", default="wait", help="seqMNIST: wait, lockstep, stale")
+    parser.add_argument(
+        "--seq-timings",
+        default="wait,wait-inline",
+        help="seqMNIST: wait, lockstep, stale, with '-inline' as for --timings",
+    )
     parser.add_argument(
         "--seq-epochs", type=int, default=3, help="seqMNIST epochs (first left out)"
     )

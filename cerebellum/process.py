@@ -10,9 +10,13 @@ the cerebellum answers at once, with frozen weights.
 Messages are handled in bursts. Errors are queued; then every waiting request that can be
 answered is — predictions before learning. Under ``lockstep`` a request applies exactly the
 errors it expects, oldest first, and later ones stay queued until a request needs them, so no
-answer depends on when an error arrived. Otherwise the errors left in the queue are applied
-after the answers, one at a time, and an efference that arrives meanwhile is answered before
-the next one (at least one error is applied per burst, so learning always progresses). An
+answer depends on when an error arrived. Otherwise, by default (``concurrent_learning``), a
+learner thread (:class:`cerebellum.learner.ConcurrentLearner`) applies the queued errors while
+this thread answers from a copy of the weights refreshed after every step; a request that
+expects errors is answered once the learner has counted them (it wakes the poll through a
+pipe). Without it, the errors left in the queue are applied after the answers, one at a time,
+and an efference that arrives meanwhile is answered before the next one (at least one error
+is applied per burst, so learning always progresses). An
 area that restarts its count after a revival says so (``restart_count``): the interface's
 count starts again and its waiting requests are answered.
 
@@ -24,12 +28,14 @@ parent check and heartbeat run after every burst and at least every ``POLL_INTER
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
 import zmq
 
 from ccdni.base.region import POLL_INTERVAL, RegionShell, StopRequested
+from cerebellum.learner import ConcurrentLearner
 from cerebellum.synthesiser import CerebellumCore
 from wire.protocol import (
     Command,
@@ -57,6 +63,7 @@ class CerebellumShell(RegionShell):
     closing: tuple[int, int] | None = None  # (ended epoch, predictions then): not written yet
     sizes: dict[str, tuple[int, int]] | None = None  # interface → (input, output) size
     saving: int | None = None  # the epoch :meth:`checkpoint` is writing, when not the current
+    learner: ConcurrentLearner | None = None  # outside lockstep: learning in a second thread
 
     def serve(self) -> None:
         self.core = CerebellumCore(self.spec, list(self.spec.interfaces))
@@ -75,10 +82,23 @@ class CerebellumShell(RegionShell):
         poller.register(self.control.sock, zmq.POLLIN)
         poller.register(self.router.sock, zmq.POLLIN)
         router, control_link = self.router.sock, self.control.sock
+        learner = None
+        if not self.exact and self.spec.concurrent_learning and self.spec.topology != "chain":
+            # (a chain's areas wait on applied errors to bound their lag: not behind a niced
+            # thread, so a chain's cerebellum learns between answers)
+            learner = self.learner = ConcurrentLearner(self.core)
+            poller.register(learner.wake_fd, zmq.POLLIN)
+            learner.start()
         timeout = int(POLL_INTERVAL * 1000)
         self.heartbeat(force=True)
         while True:
             events = dict(poller.poll(timeout))
+            if learner is not None:
+                learner.check()
+                if learner.wake_fd in events:  # errors applied that waiting requests expect
+                    learner.drain_wakes()
+                    if router not in events:
+                        self.end_burst()
             if router in events:
                 started = time.perf_counter()
                 self.serve_burst()
@@ -111,7 +131,7 @@ class CerebellumShell(RegionShell):
         apply the errors still queued: predictions before bookkeeping and learning."""
         self.answer_deferred()
         self.close_epoch()
-        if not self.exact:
+        if not self.exact and self.learner is None:
             self.learn_queued()
 
     def learn_queued(self) -> None:
@@ -174,7 +194,7 @@ class CerebellumShell(RegionShell):
         elif sender != OLIVE:
             self.router.reject("climbing-fibre error from a region that is not the olive", sender)
         else:
-            self.core.receive_error(header.interface, header.ids, tensor)
+            (self.learner or self.core).receive_error(header.interface, header.ids, tensor)
 
     def on_request(self, sender: str | None, message: Message) -> None:
         """An area's CONTROL: a ``barrier`` (answered like an efference, without a prediction)
@@ -189,11 +209,14 @@ class CerebellumShell(RegionShell):
         else:  # requests counted before the restart are answered at once
             self.answer_deferred(waive=args.interface)
             self.close_epoch()  # restarting the count applies what is queued: learning
-            self.core.restart_count(args.interface)
+            (self.learner or self.core).restart_count(args.interface)
             self.log.info("count_restarted", interface=args.interface, area=sender)
 
     def ready(self, interface: str, errors_expected: int) -> bool:
         """Whether a request can be answered now (having applied the errors it expects)."""
+        if self.learner is not None:  # the learner applies them; the count says when it has
+            counted = self.learner.errors_counted(interface)
+            return counted >= errors_expected or self.olive_lesioned
         if self.closing is not None and errors_expected > self.core.errors_counted(interface):
             self.close_epoch()  # settle may learn: the ended epoch is written as it was
         started = time.perf_counter()
@@ -206,6 +229,7 @@ class CerebellumShell(RegionShell):
         request of interface ``waive`` regardless). The prediction is encoded once and sent
         to the area and the olive."""
         still = []
+        predictor = self.learner or self.core
         for sender, message, state in self.deferred:
             header = message.header
             barrier = state is None
@@ -217,7 +241,7 @@ class CerebellumShell(RegionShell):
                 self.router.send(control(Command.BARRIER_OK, self.name), to=sender)
             else:
                 started = time.perf_counter()
-                prediction = self.core.predict(interface, header.ids, state)
+                prediction = predictor.predict(interface, header.ids, state)
                 self.predict_seconds += time.perf_counter() - started
                 reply = step_header(PredictionHeader, header.run, interface, header.ids)
                 send_each = getattr(self.router, "send_each", None)
@@ -231,6 +255,8 @@ class CerebellumShell(RegionShell):
                         self.router.send(reply, [prediction], to=OLIVE)
                 self.predictions += 1
         self.deferred = still
+        if self.learner is not None:  # wake up when the learner has applied an error
+            self.learner.wake_wanted = bool(still)
 
     def on_control(self, message: Message) -> None:
         command = message.header.command
@@ -263,28 +289,38 @@ class CerebellumShell(RegionShell):
             return
         epoch, predictions = self.closing
         self.closing = None
-        self.metric(
-            {
-                "epoch": epoch,
-                "predictions": predictions,
-                "errors_applied": sum(self.core.errors_applied.values()),
-                "weight_fingerprint": self.core.fingerprint(),
-                "olive_lesioned": self.olive_lesioned,
-                "busy_seconds": self.busy_seconds,
-                "predict_seconds": self.predict_seconds,
-                "learn_seconds": self.learn_seconds,
-            }
-        )
-        self.busy_seconds = self.predict_seconds = self.learn_seconds = 0.0
-        self.saving = epoch
-        try:
-            self.checkpoint()
-        finally:
-            self.saving = None
+        with self.consistent():
+            if self.learner is not None:  # the learner's seconds are work too
+                learned = self.learner.take_learn_seconds()
+                self.learn_seconds += learned
+                self.busy_seconds += learned
+            self.metric(
+                {
+                    "epoch": epoch,
+                    "predictions": predictions,
+                    "errors_applied": sum(self.core.errors_applied.values()),
+                    "weight_fingerprint": self.core.fingerprint(),
+                    "olive_lesioned": self.olive_lesioned,
+                    "busy_seconds": self.busy_seconds,
+                    "predict_seconds": self.predict_seconds,
+                    "learn_seconds": self.learn_seconds,
+                }
+            )
+            self.busy_seconds = self.predict_seconds = self.learn_seconds = 0.0
+            self.saving = epoch
+            try:
+                self.checkpoint()
+            finally:
+                self.saving = None
+
+    def consistent(self) -> contextlib.AbstractContextManager:
+        """The core between two learning steps (the learner paused, if there is one)."""
+        return self.learner.paused() if self.learner is not None else contextlib.nullcontext()
 
     def checkpoint(self) -> None:
         epoch = self.epoch if self.saving is None else self.saving
-        self.save_checkpoint(self.core.state_dict(), epoch)
+        with self.consistent():
+            self.save_checkpoint(self.core.state_dict(), epoch)
 
     def restore(self) -> None:
         saved = self.load_checkpoint()
@@ -302,6 +338,8 @@ class CerebellumShell(RegionShell):
         then the last epoch is reported and saved."""
         if not hasattr(self, "core"):
             return
+        if self.learner is not None:  # stopped after its step; what it left stays queued
+            self.learner.stop()
         for _ in range(BURST * 10 if hasattr(self, "router") else 0):
             if not self.router.sock.poll(0, zmq.POLLIN):
                 break

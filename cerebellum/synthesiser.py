@@ -171,18 +171,28 @@ class CerebellumCore:
     def learn(self, interface: str, ids: StepId, climbing_fibre_error: torch.Tensor) -> bool:
         """Back-propagate e = ∂L_C/∂ĝ through C(s) and step; False if ``s`` is unknown."""
         efference = self.outstanding[interface].pop(ids, None)
-        self.consumed[interface] += 1
-        if efference is None:
-            self.dropped_errors += 1
-            return False
-        self.errors_applied[interface] += 1
-        if not self.learning:
-            return True
+        if efference is not None and self.learning:
+            self.step(interface, efference, climbing_fibre_error)
+        self.count(interface, applied=efference is not None)
+        return efference is not None
+
+    def step(
+        self, interface: str, efference: torch.Tensor, climbing_fibre_error: torch.Tensor
+    ) -> None:
+        """One learning step: C(s) recomputed from the efference s (B, N_in), e (B, N_out)
+        back-propagated through it, the gradient clipped and Adam stepped."""
         synthesiser = self.synthesisers[interface]
-        prediction = synthesiser(efference)
+        prediction = synthesiser(efference)  # (B, N_out), with its graph this time
         prediction.backward(climbing_fibre_error.to(self.device))
         clip_and_step(synthesiser.parameters(), self.optimisers[interface], self.spec.grad_clip)
-        return True
+
+    def count(self, interface: str, applied: bool) -> None:
+        """One error of ``interface`` taken up: applied, or dropped (its efference unknown)."""
+        self.consumed[interface] += 1
+        if applied:
+            self.errors_applied[interface] += 1
+        else:
+            self.dropped_errors += 1
 
     # -- lazy errors --------------------------------------------------------------------------------
     def receive_error(
