@@ -42,11 +42,8 @@ from collections.abc import Iterator
 
 import torch
 
-from cerebellum.synthesiser import CerebellumCore, Synthesiser
+from cerebellum.synthesiser import CerebellumCore, Synthesiser, predict_without_autograd
 from wire.ids import StepId
-
-_set_grad_enabled = torch._C._set_grad_enabled  # as in CerebellumCore.predict
-
 
 LEARNER_NICE = 19  # the learner thread's niceness: it yields a core to any waiting answer
 
@@ -94,18 +91,10 @@ class ConcurrentLearner:
         core = self.core
         if efference.device != core.device:
             efference = efference.to(core.device)
-        grad = torch.is_grad_enabled()
-        _set_grad_enabled(False)
-        try:
-            with self.weights:
-                prediction = self.answering[interface].forward(efference)
-        finally:
-            _set_grad_enabled(grad)
+        with self.weights:
+            prediction = predict_without_autograd(self.answering[interface], efference)
         with self.state:
-            pending = core.outstanding[interface]
-            pending[ids] = efference
-            while len(pending) > core.MAX_OUTSTANDING:
-                pending.popitem(last=False)
+            core.remember(interface, ids, efference)
         return prediction
 
     def receive_error(

@@ -92,6 +92,17 @@ class Synthesiser(nn.Module):
         return (self.granule.weight != 0).sum(dim=1)
 
 
+def predict_without_autograd(synthesiser: Synthesiser, efference: torch.Tensor) -> torch.Tensor:
+    """C(s) with autograd switched off and on by one call each (not ``torch.no_grad``'s Python
+    context manager), through ``forward`` (no hooks are ever registered on C)."""
+    grad = torch.is_grad_enabled()
+    _set_grad_enabled(False)
+    try:
+        return synthesiser.forward(efference)
+    finally:
+        _set_grad_enabled(grad)
+
+
 class CerebellumCore:
     """One synthesiser and optimiser per interface; answers efferences, learns from errors.
 
@@ -153,20 +164,19 @@ class CerebellumCore:
         Without autograd (the prediction is never back-propagated: :meth:`learn` recomputes
         it), switched off and on with one call each instead of ``torch.no_grad``'s Python
         context manager, and through ``forward`` (no hooks are ever registered on C)."""
-        synthesiser = self.synthesisers[interface]
-        grad = torch.is_grad_enabled()
-        _set_grad_enabled(False)
-        try:
-            if efference.device != self.device:
-                efference = efference.to(self.device)
-            prediction = synthesiser.forward(efference)
-        finally:
-            _set_grad_enabled(grad)
+        if efference.device != self.device:
+            efference = efference.to(self.device)
+        prediction = predict_without_autograd(self.synthesisers[interface], efference)
+        self.remember(interface, ids, efference)
+        return prediction
+
+    def remember(self, interface: str, ids: StepId, efference: torch.Tensor) -> None:
+        """Keep the efference of prediction ``ids`` until its error arrives (the oldest go
+        beyond ``MAX_OUTSTANDING``)."""
         pending = self.outstanding[interface]
         pending[ids] = efference
         while len(pending) > self.MAX_OUTSTANDING:
             pending.popitem(last=False)
-        return prediction
 
     def learn(self, interface: str, ids: StepId, climbing_fibre_error: torch.Tensor) -> bool:
         """Back-propagate e = ∂L_C/∂ĝ through C(s) and step; False if ``s`` is unknown."""
