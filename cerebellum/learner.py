@@ -140,6 +140,16 @@ class ConcurrentLearner:
         with self.paused() as core, self.state:
             core.restart_count(interface)
 
+    def catch_up(self) -> int:
+        """Apply every queued error now, in the calling thread, with the learner paused: what
+        was received is learned before the caller goes on (the olive lost: its last errors
+        are not left to a thread that may not run for a while). How many were applied."""
+        with self.paused() as core, self.state:
+            started = time.thread_time()
+            applied = core.apply_errors()
+            self.learn_seconds += time.thread_time() - started
+            return applied
+
     def take_learn_seconds(self) -> float:
         with self.state:
             seconds, self.learn_seconds = self.learn_seconds, 0.0

@@ -10,11 +10,11 @@ the cerebellum answers at once, with frozen weights.
 Messages are handled in bursts. Errors are queued; then every waiting request that can be
 answered is — predictions before learning. Under ``lockstep`` a request applies exactly the
 errors it expects, oldest first, and later ones stay queued until a request needs them, so no
-answer depends on when an error arrived. Otherwise, by default (``concurrent_learning``), a
+answer depends on when an error arrived. Otherwise, with ``concurrent_learning`` on, a
 learner thread (:class:`cerebellum.learner.ConcurrentLearner`) applies the queued errors while
 this thread answers from a copy of the weights refreshed after every step; a request that
 expects errors is answered once the learner has counted them (it wakes the poll through a
-pipe). Without it, the errors left in the queue are applied after the answers, one at a time,
+pipe). Without it (the default), the errors left in the queue are applied after the answers, one at a time,
 and an efference that arrives meanwhile is answered before the next one (at least one error
 is applied per burst, so learning always progresses). An
 area that restarts its count after a revival says so (``restart_count``): the interface's
@@ -265,6 +265,12 @@ class CerebellumShell(RegionShell):
             self.olive_known = False
             self.olive_lesioned = True
             self.log.info("olive_lesion_noticed", epoch=self.epoch)
+            if self.learner is not None:  # the olive's last errors are learned now:
+                self.learner.catch_up()  # the weights are frozen from here on
+            elif not self.exact:  # (lockstep applies exactly the errors each answer expects)
+                started = time.perf_counter()
+                self.core.apply_errors()
+                self.learn_seconds += time.perf_counter() - started
             self.announce_ready()  # an olive lost during start-up: ready without it
             self.answer_deferred()
         elif command == Command.REVIVED and region == "olive":

@@ -134,6 +134,38 @@ def test_a_prediction_is_answered_while_a_learning_step_runs(monkeypatch) -> Non
         learner.stop()
 
 
+def test_catching_up_applies_every_queued_error_in_the_calling_thread() -> None:
+    """Errors queued while the learner thread is not running (as when the olive dies and the
+    niced thread has no core): catch_up applies them all at once, in order, and the learning
+    and answering weights equal a core that applied them in one thread, so they are frozen
+    from there on."""
+    spec = small_spec()
+    reference = CerebellumCore(spec, INTERFACES)
+    learner = ConcurrentLearner(CerebellumCore(spec, INTERFACES))  # its thread never starts
+    generator = torch.Generator().manual_seed(4)
+    steps = [StepId(0, b, 0) for b in range(5)]
+    for name in INTERFACES:
+        for ids in steps:
+            state = torch.randn(6, 8, generator=generator)
+            reference.predict(name, ids, state)
+            learner.predict(name, ids, state)
+    for ids in steps:
+        for name in INTERFACES:
+            error = torch.randn(6, 8, generator=generator)
+            reference.learn(name, ids, error)
+            learner.receive_error(name, ids, error)
+    assert learner.queued() == 2 * len(steps) and learner.errors_counted("area0") == 0
+    assert learner.catch_up() == 2 * len(steps)
+    assert learner.queued() == 0 and learner.catch_up() == 0
+    for name in INTERFACES:
+        assert learner.errors_counted(name) == len(steps)
+        want = parameters(reference.synthesisers[name])
+        for copy in (learner.core.synthesisers[name], learner.answering[name]):
+            assert all(torch.equal(a, b) for a, b in zip(parameters(copy), want))
+    assert learner.take_learn_seconds() > 0
+    learner.stop()
+
+
 def test_a_failure_in_the_learner_is_raised_in_the_answering_thread(monkeypatch) -> None:
     """A learning step that raises: the answering thread's check raises LearnerFailed naming
     the error, and the wake pipe becomes readable so a poller notices; stopping still works."""

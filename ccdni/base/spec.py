@@ -201,12 +201,15 @@ class RunSpec:
     )
     wait_timeout: float = _f(1.0, "Seconds an area waits for a prediction under 'wait'.")
     concurrent_learning: bool = _f(
-        True,
-        "Outside lockstep, the cerebellum learns in a second thread while it answers "
-        "efferences from a copy of its weights refreshed after every learning step, so a "
-        "prediction never waits for a learning step. Off: it learns between answers, one "
-        "error at a time, in one thread. Lockstep, and chains (whose areas wait for applied "
-        "errors to bound their lag), always learn in one thread.",
+        False,
+        "Outside lockstep, the cerebellum learns in a second thread at the lowest CPU "
+        "priority while it answers efferences from a copy of its weights refreshed after "
+        "every learning step, so a prediction never waits for a learning step (faster on an "
+        "otherwise idle machine). Off by default: on a loaded machine the starved thread "
+        "holds the interpreter lock and stalls the answers, up to the heartbeat timeout. "
+        "Off: it learns between answers, one error at a time, in one thread. Lockstep, and "
+        "chains (whose areas wait for applied errors to bound their lag), always learn in "
+        "one thread.",
     )
     lockstep_timeout: float = _f(
         60.0, "Seconds an area waits under 'lockstep' before failing with an error."
