@@ -20,11 +20,12 @@ prediction that arrives during a step (≈ 1 ms at the paper's seqMNIST sizes) w
 
 Torch releases the GIL inside its operators and grad mode is per thread, so the answering
 thread's forward passes (without autograd) and the learner's backward passes and Adam steps
-run side by side; on a second core they overlap. The learner thread runs at the lowest CPU
-priority (niceness 19, on Linux): on two cores shared by an area, the olive and this thread,
-a waiting answer (or the area's own work) takes a core from it at once, and learning uses what
-is left — measured on the 2-core machine, a prediction otherwise waits for the learner's
-time slice as it would wait for its step. The learner runs each step with the same
+run side by side; on a second core they overlap. The learner thread runs at a lower CPU
+priority (niceness :data:`LEARNER_NICE`, on Linux), so a waking answer (or the area's own
+work) takes a core from it first — but only a little lower: the two threads share Python's
+interpreter lock, and a thread the kernel deschedules while holding it stalls the answering
+thread as well, so a learner at the lowest priority starves on a loaded machine and takes the
+cerebellum's heartbeat with it. The learner runs each step with the same
 code as :meth:`CerebellumCore.learn`, so the weights after a set of errors are those of the
 core applying them in the same order. A failure in the learner thread is kept and raised by
 :meth:`check` in the answering thread, so the region fails loudly instead of serving frozen
@@ -45,7 +46,12 @@ import torch
 from cerebellum.synthesiser import CerebellumCore, Synthesiser, predict_without_autograd
 from wire.ids import StepId
 
-LEARNER_NICE = 19  # the learner thread's niceness: it yields a core to any waiting answer
+# The learner thread's niceness: a waking answer takes a core from it, yet it is never starved
+# for long. It shares the interpreter lock with the answering thread, and a thread descheduled
+# while holding it stalls that thread too: at 19 the cerebellum went 5 s without a heartbeat
+# beside two busy loops (lesioned as unresponsive, 4 runs of 4); at 10, 2 runs of 6 lost errors
+# beside four; at 5, 13 of 13 passed beside two or four (the runs of benchmarks/README.md).
+LEARNER_NICE = 5
 
 
 class LearnerFailed(RuntimeError):

@@ -5,11 +5,14 @@ the processes no error is lost."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -187,11 +190,25 @@ def test_a_failure_in_the_learner_is_raised_in_the_answering_thread(monkeypatch)
         learner.check()
 
 
+@contextlib.contextmanager
+def busy_loops(n: int) -> Iterator[None]:
+    """``n`` processes that spin at normal priority (a loaded machine), killed on leaving."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait(10)
+
+
 @pytest.mark.timeout(600)
-def test_through_the_processes_concurrent_learning_loses_no_error(tmp_path: Path) -> None:
-    """A `wait` run with the learner thread (the default): it completes, the cerebellum's
-    weights change, and it applies exactly as many errors as the area sent targets, dropping
-    none; the same run learning in one thread does the same."""
+@pytest.mark.parametrize("load", [0, 2], ids=["quiet", "two-busy-loops"])
+def test_through_the_processes_concurrent_learning_loses_no_error(tmp_path: Path, load) -> None:
+    """A `wait` run with the learner thread completes without a lesion, the cerebellum's weights
+    change and it applies exactly as many errors as the area sent targets, dropping none — also
+    beside two busy loops, where a learner niced to the lowest priority starved while holding
+    the interpreter lock and stalled the heartbeat — and the same run in one thread does too."""
     for concurrent in (True, False):
         spec = load_spec(
             epochs=4,
@@ -203,8 +220,10 @@ def test_through_the_processes_concurrent_learning_loses_no_error(tmp_path: Path
             figures=False,
             progress=False,
         )
-        result = execute_run(spec, console=False)
+        with busy_loops(load):
+            result = execute_run(spec, console=False)
         assert result.summary["status"] == "completed", result.summary["reason"]
+        assert result.summary["lesions"] == [], result.summary["lesions"]
         metrics = records(result.run.path / "metrics.jsonl")
         area = [r for r in metrics if r["region"] == "area0" and "epoch" in r]
         sent = sum(r["targets_sent"] for r in area)

@@ -570,6 +570,33 @@ def test_dealer_send_without_peer_does_not_block() -> None:
         context.term()
 
 
+def test_a_link_that_connects_before_its_peer_binds_delivers_within_a_short_run(tmp_path) -> None:
+    """A DEALER that connected before its ROUTER bound (an area forked before the olive) gets its
+    queued message through within 80 ms, before a short run closes it with linger 0 — libzmq's
+    100 ms retry lost every target of such a run."""
+    context = zmq.Context()
+    address = f"ipc://{tmp_path}/late.ipc"
+    dealer_sock = make_socket(context, zmq.DEALER, identity="area0")
+    router_sock = make_socket(context, zmq.ROUTER)
+    try:
+        dealer_sock.connect(address)  # nothing bound yet: the first attempt fails
+        dealer = Endpoint(dealer_sock, RecordingLog(), Counters(), routed=False)
+        assert dealer.send(SAMPLES[Kind.TARGET], [torch.ones(2, 4)])  # queued for the retry
+        time.sleep(0.01)
+        router_sock.bind(address)
+        arrived = router_sock.poll(80, zmq.POLLIN)
+        dealer_sock.close(linger=0)  # the run is over
+        assert arrived, "the queued target waited for a reconnect longer than the run"
+        router = Endpoint(router_sock, RecordingLog(), Counters(), routed=True)
+        received = router.receive(1.0)
+        assert received is not None and received[0] == "area0"
+        assert received[1].kind == Kind.TARGET
+    finally:
+        for sock in (dealer_sock, router_sock):
+            sock.close(linger=0)
+        context.term()
+
+
 # --- 4. no pickle -----------------------------------------------------------------------------
 
 

@@ -21,6 +21,12 @@ if TYPE_CHECKING:
 from wire.protocol import Header, Message, ProtocolError, decode, encode
 
 HIGH_WATER_MARK = 1000
+# A connecting socket whose peer has not bound yet retries after RECONNECT_IVL ms, doubling up
+# to RECONNECT_IVL_MAX. libzmq's default (100 ms, constant) lost every target of a short run:
+# an area forked from the template connects before the olive binds, its targets wait in the
+# pipe for the retry, and the run ended (the socket closed, linger 0) before it came.
+RECONNECT_IVL = 5
+RECONNECT_IVL_MAX = 100  # never slower than libzmq's default to reconnect to a revived peer
 # pyzmq's own (Cython) send / recv / get, called directly: its Python layer (send_multipart's
 # type checks, send's routing and group handling) costs more than the call itself per frame
 _SEND, _RECV, _GET = _Backend.send, _Backend.recv, _Backend.get
@@ -34,9 +40,11 @@ _RCVMORE, _EVENTS, _POLLIN = int(zmq.RCVMORE), int(zmq.EVENTS), int(zmq.POLLIN)
 def make_socket(
     context: zmq.Context, kind: int, identity: str | None = None, router_mandatory: bool = True
 ) -> zmq.Socket:
-    """A socket with linger 0, bounded high-water marks and ZMTP heartbeats."""
+    """A socket with linger 0, bounded high-water marks, ZMTP heartbeats and quick reconnects."""
     sock = context.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX)
     sock.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
     sock.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
     sock.setsockopt(zmq.HEARTBEAT_IVL, 500)

@@ -202,11 +202,11 @@ class RunSpec:
     wait_timeout: float = _f(1.0, "Seconds an area waits for a prediction under 'wait'.")
     concurrent_learning: bool = _f(
         False,
-        "Outside lockstep, the cerebellum learns in a second thread at the lowest CPU "
-        "priority while it answers efferences from a copy of its weights refreshed after "
-        "every learning step, so a prediction never waits for a learning step (faster on an "
-        "otherwise idle machine). Off by default: on a loaded machine the starved thread "
-        "holds the interpreter lock and stalls the answers, up to the heartbeat timeout. "
+        "Outside lockstep, the cerebellum learns in a second thread (niceness 5) while it "
+        "answers efferences from a copy of its weights refreshed after every learning step, "
+        "so a prediction never waits for a learning step. Off by default: one thread is the "
+        "path every lesion test covers, and on 2 cores the gain is of the order of the "
+        "run-to-run noise (benchmarks/README.md). "
         "Off: it learns between answers, one error at a time, in one thread. Lockstep, and "
         "chains (whose areas wait for applied errors to bound their lag), always learn in "
         "one thread.",
