@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import subprocess
+import sys
+import textwrap
 import time
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -595,6 +599,53 @@ def test_a_link_that_connects_before_its_peer_binds_delivers_within_a_short_run(
         for sock in (dealer_sock, router_sock):
             sock.close(linger=0)
         context.term()
+
+
+FLOOD_THEN_EXIT = textwrap.dedent(
+    """
+    import sys, time, zmq
+    from wire.channel import make_socket
+    context = zmq.Context()
+    router = make_socket(context, zmq.ROUTER)
+    router.setsockopt(zmq.RCVHWM, 10)  # this side's input stops after a few messages
+    address = f"ipc://{sys.argv[1]}/flood.ipc"
+    router.bind(address)
+    dealer = make_socket(context, zmq.DEALER, identity="flooder")
+    dealer.setsockopt(zmq.SNDHWM, 10000)
+    dealer.connect(address)
+    for _ in range(5000):
+        try:
+            dealer.send(b"x" * 30, zmq.NOBLOCK)
+        except zmq.Again:
+            break
+    time.sleep(0.3)
+    dealer.close(linger=0)  # the flooder exits while the receiver's input is stopped
+    time.sleep(1.5)  # longer than any ZMTP heartbeat interval
+    received = 0
+    while router.poll(100, zmq.POLLIN):
+        router.recv_multipart()
+        received += 1
+    router.close(linger=0)
+    context.term()
+    print(received)
+    """
+)
+
+
+def test_a_flooding_peer_that_exits_does_not_abort_the_receiver(tmp_path: Path) -> None:
+    """A peer that fills this side's receive queue and then exits leaves the receiving
+    process alive and its queued messages readable (with ZMTP heartbeats on, libzmq 4.3.5
+    aborted it: the orchestrator died after a flooding region's exit)."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", FLOOD_THEN_EXIT, str(tmp_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-500:]
+    assert int(done.stdout.strip()) > 0
 
 
 # --- 4. no pickle -----------------------------------------------------------------------------

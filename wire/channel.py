@@ -40,16 +40,22 @@ _RCVMORE, _EVENTS, _POLLIN = int(zmq.RCVMORE), int(zmq.EVENTS), int(zmq.POLLIN)
 def make_socket(
     context: zmq.Context, kind: int, identity: str | None = None, router_mandatory: bool = True
 ) -> zmq.Socket:
-    """A socket with linger 0, bounded high-water marks, ZMTP heartbeats and quick reconnects."""
+    """A socket with linger 0, bounded high-water marks, tcp keepalive and quick reconnects."""
     sock = context.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL)
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX)
     sock.setsockopt(zmq.SNDHWM, HIGH_WATER_MARK)
     sock.setsockopt(zmq.RCVHWM, HIGH_WATER_MARK)
-    sock.setsockopt(zmq.HEARTBEAT_IVL, 500)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 2000)
-    sock.setsockopt(zmq.HEARTBEAT_TTL, 2000)
+    # No ZMTP heartbeats: with them libzmq 4.3.5 aborts the whole process ("Assertion failed:
+    # !_io_error (src/stream_engine_base.cpp:310)") when a peer disconnects while this side's
+    # input is stopped at its high-water mark — the heartbeat timer then writes on a broken
+    # connection (a flooding region that exits crashed the orchestrator). Liveness is the
+    # regions' own heartbeats' job; a tcp peer whose machine vanished is dropped by keepalive.
+    sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 10)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 2)
+    sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
     if identity is not None:
         sock.setsockopt(zmq.IDENTITY, identity.encode())
     if kind == zmq.ROUTER and router_mandatory:
