@@ -49,8 +49,8 @@ from wire.ids import StepId
 # The learner thread's niceness: a waking answer takes a core from it, yet it is never starved
 # for long. It shares the interpreter lock with the answering thread, and a thread descheduled
 # while holding it stalls that thread too: at 19 the cerebellum went 5 s without a heartbeat
-# beside two busy loops (lesioned as unresponsive, 4 runs of 4); at 10, 2 runs of 6 lost errors
-# beside four; at 5, 13 of 13 passed beside two or four (the runs of benchmarks/README.md).
+# beside two busy loops (lesioned as unresponsive, 5 runs of 6); at 10, 2 runs of 6 failed
+# beside four; at 5, 11 of 11 passed beside two or four (the runs of benchmarks/README.md).
 LEARNER_NICE = 5
 
 
