@@ -14,11 +14,11 @@ answer depends on when an error arrived. Otherwise, with ``concurrent_learning``
 learner thread (:class:`cerebellum.learner.ConcurrentLearner`) applies the queued errors while
 this thread answers from a copy of the weights refreshed after every step; a request that
 expects errors is answered once the learner has counted them (it wakes the poll through a
-pipe). Without it (the default), the errors left in the queue are applied after the answers, one at a time,
-and an efference that arrives meanwhile is answered before the next one (at least one error
-is applied per burst, so learning always progresses). An
-area that restarts its count after a revival says so (``restart_count``): the interface's
-count starts again and its waiting requests are answered.
+pipe). Without it (the default), the errors left in the queue are applied after the
+answers, one at a time, and an efference that arrives meanwhile is answered before the next
+one (at least one error is applied per burst, so learning always progresses). An area that
+restarts its count after a revival says so (``restart_count``): the interface's count starts
+again and its waiting requests are answered.
 
 An epoch's record and checkpoint are taken when the next epoch's first efference arrives, as
 its state was then, but written after that burst's answers: the area never waits for the
