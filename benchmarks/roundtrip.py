@@ -924,13 +924,25 @@ def part_roundtrip(args: argparse.Namespace, tmp: Path) -> dict:
 # Part 2: time per epoch, processes vs in-process
 # ---------------------------------------------------------------------------------------------
 TASKS = ("target-reaching", "seqmnist")
-INLINE = "-inline"  # a timing with this suffix: concurrent_learning off (one thread learns)
+# a timing's suffixes (any order): "-concurrent" turns concurrent_learning on (the cerebellum
+# learns in a second thread; off by default), "-pinned" turns pin_cores on for the processes
+# (area0 on one core, the cerebellum and olive on the other; the in-process twin is unpinned)
+SUFFIXES = ("concurrent", "pinned")
+
+
+def timing_parts(timing: str) -> tuple[str, set[str]]:
+    """'wait-concurrent-pinned' → ('wait', {'concurrent', 'pinned'}); unknown suffix: error."""
+    base, *suffixes = timing.split("-")
+    unknown = set(suffixes) - set(SUFFIXES)
+    if unknown:
+        raise ValueError(f"timing {timing!r}: unknown suffix {sorted(unknown)} ({SUFFIXES})")
+    return base, set(suffixes)
 
 
 def task_spec(args: argparse.Namespace, task: str, tmp: Path, inprocess: bool, timing: str, epochs):
     from ccdni.base.spec import load_spec
 
-    base, inline = timing.removesuffix(INLINE), timing.endswith(INLINE)
+    base, suffixes = timing_parts(timing)
     common = dict(
         epochs=epochs,
         seed=0,
@@ -939,7 +951,8 @@ def task_spec(args: argparse.Namespace, task: str, tmp: Path, inprocess: bool, t
         progress=False,
         runs_dir=str(tmp / "runs"),
         timing=base,
-        concurrent_learning=not inline,  # "-inline": the cerebellum learns between answers
+        concurrent_learning="concurrent" in suffixes,
+        pin_cores="pinned" in suffixes and not inprocess,
         inprocess=inprocess,
     )
     if task == "seqmnist":  # the paper's sizes: LSTM 30, cerebellum 300 (the preset), B 50, T 5
@@ -1055,12 +1068,12 @@ def part_epochs(args: argparse.Namespace, tmp: Path) -> dict:
                     record = one_run(args, tmp, task, inprocess, timing, epochs)
                     records.setdefault((timing, mode), []).append(record)
                     print(
-                        f"  repeat {rep + 1} {timing:8} {mode:9}: "
+                        f"  repeat {rep + 1} {timing:16} {mode:9}: "
                         f"{record['epoch'] * 1e3:8.2f} ms/epoch, wall {record['wall']:6.2f} s"
                     )
         med = {key: medians(recs) for key, recs in records.items()}
         print(
-            f"\n{'timing':8} {'mode':9} {'ms/epoch':>9} {'wait ms':>8} {'µs/pred':>8} "
+            f"\n{'timing':16} {'mode':9} {'ms/epoch':>9} {'wait ms':>8} {'µs/pred':>8} "
             f"{'wall s':>7} {'launch s':>8} {'spawn s':>8} {'cb busy':>8} {'cb learn':>8}"
         )
         for (timing, mode), m in med.items():
@@ -1070,7 +1083,7 @@ def part_epochs(args: argparse.Namespace, tmp: Path) -> dict:
                 return f"{value * scale:{width}.2f}" if value is not None else f"{'-':>{width}}"
 
             print(
-                f"{timing:8} {mode:9} {m['epoch'] * 1e3:9.2f} {m['wait'] * 1e3:8.2f} "
+                f"{timing:16} {mode:9} {m['epoch'] * 1e3:9.2f} {m['wait'] * 1e3:8.2f} "
                 f"{per_pred:8.0f} {m['wall']:7.2f} {cell(m['launch'])} {cell(m['startup'])} "
                 f"{cell(m['cerebellum_busy'], 1e3)} {cell(m['cerebellum_learn'], 1e3)}"
             )
@@ -1236,14 +1249,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--truncation", type=int, default=2, help="target reaching T")
     parser.add_argument(
         "--timings",
-        default="wait,wait-inline,lockstep",
-        help="target reaching: wait, lockstep, stale; '-inline' after wait or stale: the "
-        "cerebellum learns between answers (concurrent_learning off)",
+        default="wait,wait-concurrent,lockstep",
+        help="target reaching: wait, lockstep, stale, each as the default spec runs it, or with "
+        "suffixes: '-concurrent' (the cerebellum learns in a second thread), '-pinned' (the "
+        "processes pinned: area0 on one core, the cerebellum and olive on the rest)",
     )
     parser.add_argument(
         "--seq-timings",
-        default="wait,wait-inline",
-        help="seqMNIST: wait, lockstep, stale, with '-inline' as for --timings",
+        default="wait,wait-concurrent,wait-pinned",
+        help="seqMNIST: the same, with the suffixes of --timings",
     )
     parser.add_argument(
         "--seq-epochs", type=int, default=3, help="seqMNIST epochs (first left out)"
@@ -1263,6 +1277,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", default="", help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
+    for flag, timings in (("--timings", args.timings), ("--seq-timings", args.seq_timings)):
+        for timing in (t.strip() for t in timings.split(",") if t.strip()):
+            try:
+                timing_parts(timing)
+            except ValueError as exc:
+                parser.error(f"{flag}: {exc}")
     if args.only in (None, "epochs") and args.task in ("seqmnist", "all"):
         from ccdni.base.spec import load_spec
         from ccdni.tasks.mnist_data import DataMissingError, check_mnist

@@ -15,8 +15,12 @@ learner thread (:class:`cerebellum.learner.ConcurrentLearner`) applies the queue
 this thread answers from a copy of the weights refreshed after every step; a request that
 expects errors is answered once the learner has counted them (it wakes the poll through a
 pipe). Without it (the default), the errors left in the queue are applied after the
-answers, one at a time, and an efference that arrives meanwhile is answered before the next
-one (at least one error is applied per burst, so learning always progresses). An area that
+answers, one at a time, and an efference that arrives meanwhile is answered between two
+stages of the step in progress (forward, backward, clip, Adam; the weights change only in
+the last), from the weights before it — a prediction waits for one stage, not a whole step;
+a message that needs more (a new epoch, errors not yet applied, a control request) is held
+until the step ends and handled first by the next burst (at least one error is applied per
+burst, so learning always progresses). An area that
 restarts its count after a revival says so (``restart_count``): the interface's count starts
 again and its waiting requests are answered.
 
@@ -64,6 +68,9 @@ class CerebellumShell(RegionShell):
     sizes: dict[str, tuple[int, int]] | None = None  # interface → (input, output) size
     saving: int | None = None  # the epoch :meth:`checkpoint` is writing, when not the current
     learner: ConcurrentLearner | None = None  # outside lockstep: learning in a second thread
+    # messages received during a learning step that had to wait for its end (see
+    # :meth:`answer_between_stages`), handled first by the next burst, in arrival order
+    held: tuple[tuple[str | None, Message], ...] = ()
 
     def serve(self) -> None:
         self.core = CerebellumCore(self.spec, list(self.spec.interfaces))
@@ -92,14 +99,14 @@ class CerebellumShell(RegionShell):
         timeout = int(POLL_INTERVAL * 1000)
         self.heartbeat(force=True)
         while True:
-            events = dict(poller.poll(timeout))
+            events = dict(poller.poll(0 if self.held else timeout))
             if learner is not None:
                 learner.check()
                 if learner.wake_fd in events:  # errors applied that waiting requests expect
                     learner.drain_wakes()
                     if router not in events:
                         self.end_burst()
-            if router in events:
+            if router in events or self.held:
                 started = time.perf_counter()
                 self.serve_burst()
                 self.busy_seconds += time.perf_counter() - started
@@ -116,8 +123,12 @@ class CerebellumShell(RegionShell):
             raise StopRequested()
 
     def serve_burst(self) -> None:
-        """Handle up to BURST waiting messages, then :meth:`end_burst`."""
+        """Handle what a learning step held, up to BURST waiting messages, then
+        :meth:`end_burst`."""
         router = self.router
+        held, self.held = self.held, ()
+        for received in held:
+            self.handle(*received)
         for _ in range(BURST):
             received = router.receive_ready()
             if received is not None:
@@ -136,7 +147,10 @@ class CerebellumShell(RegionShell):
 
     def learn_queued(self) -> None:
         """Apply the queued errors, oldest first per interface; stop early (after at least
-        one) when an efference is waiting, which the next burst answers first."""
+        one) when an efference is waiting, which the next burst answers first. Between the
+        stages of each step, efferences that arrived meanwhile are answered
+        (:meth:`answer_between_stages`): a prediction waits for at most one stage of a
+        learning step, not the whole step."""
         router = getattr(self.router, "waiting", None)
         core = self.core
         first = True
@@ -144,13 +158,52 @@ class CerebellumShell(RegionShell):
             pending = [name for name, queue in core.queued.items() if queue]
             if not pending:
                 return
-            if not first and router is not None and router():
+            if not first and (self.held or (router is not None and router())):
                 return
             first = False
             started = time.perf_counter()
+            answering = 0.0
             for name in pending:  # one error of each interface, in StepId order
-                core.settle(name, core.errors_counted(name) + 1)
-            self.learn_seconds += time.perf_counter() - started
+                for _ in core.learning_next(name):
+                    if router is not None and not self.held and router():
+                        answering += self.answer_between_stages()
+            self.learn_seconds += time.perf_counter() - started - answering
+
+    def answer_between_stages(self) -> float:
+        """Between two stages of a learning step (whose weights change only in its last
+        stage): answer the efferences that are waiting and need no further error applied, with
+        the weights as they were before the step, and queue the errors that arrived. The
+        first message that needs more (a new epoch's efference, which writes the last epoch's
+        record; one that expects errors not yet counted; a control request) is held, with all
+        that comes after it, until the step is done. Nothing is answered while earlier
+        requests are still waiting (answers keep their order). Seconds spent."""
+        if self.deferred:
+            return 0.0
+        started = time.perf_counter()
+        router, core = self.router, self.core
+        for _ in range(BURST):
+            if not router.waiting():
+                break
+            received = router.receive_ready()
+            if received is None:  # invalid: rejected by the router
+                continue
+            sender, message = received
+            kind, header = message.kind, message.header
+            if kind is Kind.EFFERENCE and header.interface in core.consumed:
+                if header.epoch > self.epoch or (
+                    header.errors_expected > core.errors_counted(header.interface)
+                    and not self.olive_lesioned
+                ):
+                    self.held = (received,)
+                    break
+                self.handle(sender, message)
+                self.answer_deferred()
+            elif kind in (Kind.EFFERENCE, Kind.CLIMBING, Kind.HEARTBEAT):
+                self.handle(sender, message)  # queued, the olive heard from, or rejected
+            else:
+                self.held = (received,)
+                break
+        return time.perf_counter() - started
 
     def announce_ready(self) -> None:
         if self.state not in (RegionState.READY, RegionState.SERVING):

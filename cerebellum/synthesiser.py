@@ -23,13 +23,14 @@ from __future__ import annotations
 
 from bisect import insort
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ccdni.base.optim import clip_and_step, make_adam
+from ccdni.base.optim import clip_gradient, make_adam, step_and_clear
 from ccdni.base.seeding import derived_seed
 from wire.ids import StepId
 
@@ -191,10 +192,37 @@ class CerebellumCore:
     ) -> None:
         """One learning step: C(s) recomputed from the efference s (B, N_in), e (B, N_out)
         back-propagated through it, the gradient clipped and Adam stepped."""
+        for _ in self.stepping(interface, efference, climbing_fibre_error):
+            pass
+
+    def stepping(
+        self, interface: str, efference: torch.Tensor, climbing_fibre_error: torch.Tensor
+    ) -> Iterator[str]:
+        """:meth:`step` in its stages, yielding the name of each one done (``forward``,
+        ``backward``, ``clip``) before the next; the weights change only in the last one
+        (Adam), so C(s') computed without autograd between two stages is the prediction of
+        the weights before the step. A step must be run to its end before another starts
+        (the gradient of a second one would add to this one's)."""
         synthesiser = self.synthesisers[interface]
         prediction = synthesiser(efference)  # (B, N_out), with its graph this time
+        yield "forward"
         prediction.backward(climbing_fibre_error.to(self.device))
-        clip_and_step(synthesiser.parameters(), self.optimisers[interface], self.spec.grad_clip)
+        del prediction
+        yield "backward"
+        if self.spec.grad_clip > 0:
+            clip_gradient(list(synthesiser.parameters()), self.spec.grad_clip)
+            yield "clip"
+        step_and_clear(self.optimisers[interface])
+
+    def learning_next(self, interface: str) -> Iterator[str]:
+        """Apply the oldest queued error of ``interface`` (there must be one) in the stages of
+        :meth:`stepping`, yielding between them; counted once the last stage is done. Run to
+        its end, it is ``settle(interface, errors_counted(interface) + 1)``."""
+        ids, climbing_fibre_error = self.queued[interface].pop(0)
+        efference = self.outstanding[interface].pop(ids, None)
+        if efference is not None and self.learning:
+            yield from self.stepping(interface, efference, climbing_fibre_error)
+        self.count(interface, applied=efference is not None)
 
     def count(self, interface: str, applied: bool) -> None:
         """One error of ``interface`` taken up: applied, or dropped (its efference unknown)."""

@@ -23,7 +23,15 @@ from cerebellum.synthesiser import CerebellumCore
 from orchestrator.runner import execute_run
 from wire.channel import Counters, Endpoint, make_socket
 from wire.ids import StepId
-from wire.protocol import ClimbingHeader, EfferenceHeader, decode, encode, step_header
+from wire.protocol import (
+    ClimbingHeader,
+    Command,
+    EfferenceHeader,
+    control,
+    decode,
+    encode,
+    step_header,
+)
 
 pytestmark = pytest.mark.timeout(300)
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -141,24 +149,28 @@ def test_predict_gives_the_modules_numbers_without_autograd_and_restores_grad_mo
 
 # -- predictions before learning ------------------------------------------------------------
 class WaitingRouter:
-    """A stand-in for the cerebellum's ROUTER that says an efference is waiting ``busy``
-    times, and records what is sent."""
+    """A stand-in for the cerebellum's ROUTER: ``inbox`` holds the messages waiting, delivered
+    oldest first; records what is sent, with the errors applied when it was sent."""
 
     class sock:  # noqa: N801 - the attribute the shell polls on the way out
         @staticmethod
         def poll(timeout, flags=None):
             return 0
 
-    def __init__(self, busy: int):
-        self.busy = busy
+    def __init__(self, *waiting):
+        self.inbox: list = list(waiting)
         self.sent: list = []
+        self.shell: CerebellumShell | None = None
 
     def waiting(self) -> bool:
-        self.busy -= 1
-        return self.busy >= 0
+        return bool(self.inbox)
+
+    def receive_ready(self):
+        return self.inbox.pop(0) if self.inbox else None
 
     def send(self, header, tensors=(), to=None):
-        self.sent.append((header, list(tensors), to))
+        applied = self.shell.core.errors_applied["area0"] if self.shell else None
+        self.sent.append((header, list(tensors), to, applied))
         return True
 
     def reject(self, reason, sender=None):
@@ -171,6 +183,7 @@ def shell_with(router, timing: str = "wait") -> CerebellumShell:
     shell.spec, shell.name = spec, "cerebellum"
     shell.core = CerebellumCore(spec, ["area0"])
     shell.router = router
+    router.shell = shell
     shell.olive_known, shell.olive_lesioned = True, False
     shell.exact = timing == "lockstep"
     shell.deferred, shell.predictions, shell.epoch = [], 0, -1
@@ -180,29 +193,124 @@ def shell_with(router, timing: str = "wait") -> CerebellumShell:
     return shell
 
 
+def message(header, tensor: torch.Tensor, sender: str = "area0"):
+    """(sender, the decoded message) as the router hands it over."""
+    return sender, decode(encode(header, [tensor]))
+
+
+def efference_of(epoch: int, batch: int, state: torch.Tensor, expected: int = 0):
+    header = step_header(
+        EfferenceHeader, "run", "area0", StepId(epoch, batch, 0), errors_expected=expected
+    )
+    return message(header, state)
+
+
+def climbing_for(batch: int, error: torch.Tensor):
+    return message(step_header(ClimbingHeader, "run", "area0", StepId(0, batch, 0)), error, "olive")
+
+
+def answers(router: WaitingRouter) -> list[tuple[StepId, torch.Tensor, int]]:
+    """(ids, prediction, errors applied when it was sent) of each answer sent to the area."""
+    return [(h.ids, t[0], applied) for h, t, to, applied in router.sent if to == "area0"]
+
+
 def test_queued_errors_yield_to_a_waiting_efference_and_none_is_lost() -> None:
     """Outside lockstep the errors left after a burst's answers are applied one at a time: at
-    least one per burst, none while an efference waits; over the following bursts (and at
-    the way out) every error received is applied exactly once, none dropped."""
-    router = WaitingRouter(busy=2)
+    least one per burst, none further while a message waits that needs the step's end (the
+    next epoch's first efferences, which write the epoch's record); over the following bursts
+    (and at the way out) every error received is applied exactly once, none dropped."""
+    router = WaitingRouter()
     shell = shell_with(router)
     generator = torch.Generator().manual_seed(0)
     for step in range(5):
-        state = torch.randn(6, 8, generator=generator)
-        shell.handle("area0", decode(encode(efference(step, state), [state])))
+        shell.handle(*efference_of(0, step, torch.randn(6, 8, generator=generator)))
     shell.end_burst()
     for step in range(5):
-        error = torch.randn(6, 8, generator=generator)
-        header = step_header(ClimbingHeader, "run", "area0", StepId(0, step, 0))
-        shell.handle("olive", decode(encode(header, [error])))
-    shell.end_burst()  # an efference "waits" twice: one error is applied, then it yields
+        shell.handle(*climbing_for(step, torch.randn(6, 8, generator=generator)))
+    router.inbox = [efference_of(1, b, torch.randn(6, 8, generator=generator)) for b in (0, 1)]
+    shell.end_burst()  # the next epoch waits: one error is applied, then it yields
     assert shell.core.errors_applied["area0"] == 1
-    shell.end_burst()  # still waiting once: one more
-    assert shell.core.errors_applied["area0"] == 2
-    shell.end_burst()  # nothing waits: the rest
+    assert [ids for ids, _, _ in answers(router)] == [StepId(0, b, 0) for b in range(5)]
+    assert len(shell.held) == 1 and len(router.inbox) == 1, "held from the first stage on"
+    shell.serve_burst()  # the held efference first, then the one still waiting, then learning
+    assert [ids for ids, _, _ in answers(router)][5:] == [StepId(1, 0, 0), StepId(1, 1, 0)]
+    assert [applied for _, _, applied in answers(router)][5:] == [1, 1], "before learning"
+    assert shell.records[0]["epoch"] == 0 and shell.records[0]["errors_applied"] == 1
     assert shell.core.errors_applied["area0"] == 5 and not shell.core.queued["area0"]
     shell.finish()
-    assert shell.records[-1] == {"predictions_total": 5, "errors_applied": 5, "dropped_errors": 0}
+    assert shell.records[-1] == {"predictions_total": 7, "errors_applied": 5, "dropped_errors": 0}
+
+
+def test_an_efference_arriving_during_a_learning_step_is_answered_between_its_stages() -> None:
+    """An efference waiting while an error is being applied is answered between the step's
+    stages, from the weights before that step (those of a core that applied one error
+    fewer); the step then ends with exactly the weights of an uninterrupted one, and the
+    error counts are those of a core that applied every error."""
+    router = WaitingRouter()
+    shell = shell_with(router)
+    reference = CerebellumCore(shell.spec, ["area0"])
+    generator = torch.Generator().manual_seed(1)
+    states = [torch.randn(6, 8, generator=generator) for _ in range(3)]
+    errors = [torch.randn(6, 8, generator=generator) for _ in range(2)]
+    for step in (0, 1):
+        shell.handle(*efference_of(0, step, states[step]))
+        reference.predict("area0", StepId(0, step, 0), states[step])
+    shell.end_burst()
+    shell.handle(*climbing_for(0, errors[0]))
+    shell.end_burst()  # nothing waits: the first error is applied whole
+    assert reference.learn("area0", StepId(0, 0, 0), errors[0])
+    shell.handle(*climbing_for(1, errors[1]))
+    router.inbox = [efference_of(0, 2, states[2])]
+    shell.end_burst()
+    ((ids, prediction, applied),) = answers(router)[2:]
+    assert ids == StepId(0, 2, 0) and applied == 1, "answered in the middle of the second step"
+    want = reference.predict("area0", StepId(0, 2, 0), states[2])
+    torch.testing.assert_close(prediction, want, rtol=0, atol=0)
+    assert prediction.abs().sum() > 0
+    assert reference.learn("area0", StepId(0, 1, 0), errors[1])
+    for got, expected in zip(
+        shell.core.synthesisers["area0"].parameters(),
+        reference.synthesisers["area0"].parameters(),
+        strict=True,
+    ):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert shell.core.errors_applied == reference.errors_applied == {"area0": 2}
+    assert shell.held == () and router.inbox == []
+    assert [h.ids for h, _, to, _ in router.sent if to == "olive"] == [
+        StepId(0, b, 0) for b in range(3)
+    ], "the mid-step answer also went to the olive"
+
+
+@pytest.mark.parametrize("needs", ["errors", "control"])
+def test_a_request_that_needs_more_than_the_weights_waits_for_the_step_to_end(needs) -> None:
+    """A request arriving during a learning step that expects an error not yet applied, or a
+    control request (a barrier), is not handled between the stages: it is held, the step ends,
+    and the next burst handles it first, before what arrived after it (whose answer keeps its
+    place behind it)."""
+    router = WaitingRouter()
+    shell = shell_with(router)
+    generator = torch.Generator().manual_seed(2)
+    states = [torch.randn(6, 8, generator=generator) for _ in range(3)]
+    shell.handle(*efference_of(0, 0, states[0]))
+    shell.end_burst()
+    shell.handle(*climbing_for(0, torch.randn(6, 8, generator=generator)))
+    if needs == "errors":
+        first = efference_of(0, 1, states[1], expected=1)
+    else:
+        header = control(Command.BARRIER, "area0", interface="area0", errors_expected=1)
+        first = ("area0", decode(encode(header, [])))
+    router.inbox = [first, efference_of(0, 2, states[2])]
+    shell.end_burst()
+    assert shell.held == (first,) and len(router.inbox) == 1
+    assert len(answers(router)) == 1 and shell.core.errors_applied["area0"] == 1
+    shell.serve_burst()
+    sent = [(h, to) for h, _, to, _ in router.sent if to == "area0"][1:]
+    if needs == "errors":
+        assert [h.ids for h, _ in sent] == [StepId(0, 1, 0), StepId(0, 2, 0)]
+    else:
+        assert sent[0][0].command == Command.BARRIER_OK
+        assert sent[1][0].ids == StepId(0, 2, 0)
+    assert shell.held == () and router.inbox == []
 
 
 @pytest.mark.timeout(600)

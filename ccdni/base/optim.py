@@ -28,7 +28,17 @@ def clip_and_step(
     and step counts do not change): only a gradient that exists moves a parameter.
     """
     parameters = list(parameters)
+    clip_gradient(parameters, clip)
+    step_and_clear(optimiser)
+
+
+def clip_gradient(parameters: list[nn.Parameter], clip: float) -> None:
+    """The first half of :func:`clip_and_step`: the gradient norm clipped to ``clip`` (0: off)."""
     if clip > 0:
         nn.utils.clip_grad_norm_(parameters, clip)
+
+
+def step_and_clear(optimiser: torch.optim.Optimizer) -> None:
+    """The second half of :func:`clip_and_step`: the optimiser's step, then grads set to None."""
     optimiser.step()
     optimiser.zero_grad(set_to_none=True)
