@@ -283,7 +283,8 @@ def profile_run(args: argparse.Namespace, flags: list[str]) -> dict:
                 "cpu_seconds": sched_after[name][0] - sched_before[name][0],
                 "runqueue_seconds": sched_after[name][1] - sched_before[name][1],
             }
-            if args.keep:
+            if args.keep:  # the folder is made if it does not exist yet
+                Path(args.keep).mkdir(parents=True, exist_ok=True)
                 shutil.copy(path, Path(args.keep) / f"{name}.txt")
         return result
     finally:

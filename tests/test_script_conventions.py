@@ -25,6 +25,7 @@ SCRIPTS = [
     "benchmarks.backends",
     "benchmarks.decoupling",
     "benchmarks.faults",
+    "benchmarks.learning_stages",
     "benchmarks.lesion_latency",
     "benchmarks.profile_regions",
     "benchmarks.roundtrip",

@@ -207,7 +207,8 @@ class RunSpec:
         "so a prediction never waits for a learning step. Off by default: one thread is the "
         "path every lesion test covers, and on 2 cores the gain is of the order of the "
         "run-to-run noise (benchmarks/README.md). "
-        "Off: it learns between answers, one error at a time, in one thread. Lockstep, and "
+        "Off: it learns between answers, one error at a time, in one thread, answering an "
+        "efference that arrives during a step between the step's stages. Lockstep, and "
         "chains (whose areas wait for applied errors to bound their lag), always learn in "
         "one thread.",
     )
