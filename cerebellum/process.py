@@ -71,6 +71,7 @@ class CerebellumShell(RegionShell):
     # messages received during a learning step that had to wait for its end (see
     # :meth:`answer_between_stages`), handled first by the next burst, in arrival order
     held: tuple[tuple[str | None, Message], ...] = ()
+    answered_between_stages = 0  # predictions sent in the middle of a learning step
 
     def serve(self) -> None:
         self.core = CerebellumCore(self.spec, list(self.spec.interfaces))
@@ -197,7 +198,9 @@ class CerebellumShell(RegionShell):
                     self.held = (received,)
                     break
                 self.handle(sender, message)
+                answered = self.predictions
                 self.answer_deferred()
+                self.answered_between_stages += self.predictions - answered
             elif kind in (Kind.EFFERENCE, Kind.CLIMBING, Kind.HEARTBEAT):
                 self.handle(sender, message)  # queued, the olive heard from, or rejected
             else:
@@ -414,5 +417,6 @@ class CerebellumShell(RegionShell):
                 "predictions_total": self.predictions,
                 "errors_applied": sum(self.core.errors_applied.values()),
                 "dropped_errors": self.core.dropped_errors,
+                "answered_between_stages": self.answered_between_stages,
             }
         )

@@ -316,6 +316,7 @@ def run_chain_inprocess(
             "predictions_total": cerebellum.predictions,
             "errors_applied": sum(core.errors_applied.values()),
             "dropped_errors": core.dropped_errors,
+            "answered_between_stages": 0,  # a function call: never in the middle of a step
         }
         run.append_metric({"region": "cerebellum", **totals})
     if cerebellum is not None and cerebellum.olive_alive:

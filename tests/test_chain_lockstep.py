@@ -224,5 +224,10 @@ def test_a_burst_answers_before_it_learns_and_lockstep_keeps_later_errors(timing
     ], "every prediction also went to the olive"
     shell.finish()
     assert shell.core.errors_applied["area0"] == 3 and not shell.core.queued["area0"]
-    assert shell.records[-1] == {"predictions_total": 4, "errors_applied": 3, "dropped_errors": 0}
+    assert shell.records[-1] == {
+        "predictions_total": 4,
+        "errors_applied": 3,
+        "dropped_errors": 0,
+        "answered_between_stages": 0,
+    }
     assert shell.router.rejected == []

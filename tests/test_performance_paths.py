@@ -238,7 +238,12 @@ def test_queued_errors_yield_to_a_waiting_efference_and_none_is_lost() -> None:
     assert shell.records[0]["epoch"] == 0 and shell.records[0]["errors_applied"] == 1
     assert shell.core.errors_applied["area0"] == 5 and not shell.core.queued["area0"]
     shell.finish()
-    assert shell.records[-1] == {"predictions_total": 7, "errors_applied": 5, "dropped_errors": 0}
+    assert shell.records[-1] == {
+        "predictions_total": 7,
+        "errors_applied": 5,
+        "dropped_errors": 0,
+        "answered_between_stages": 0,
+    }
 
 
 def test_an_efference_arriving_during_a_learning_step_is_answered_between_its_stages() -> None:
@@ -275,7 +280,7 @@ def test_an_efference_arriving_during_a_learning_step_is_answered_between_its_st
     ):
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
     assert shell.core.errors_applied == reference.errors_applied == {"area0": 2}
-    assert shell.held == () and router.inbox == []
+    assert shell.held == () and router.inbox == [] and shell.answered_between_stages == 1
     assert [h.ids for h, _, to, _ in router.sent if to == "olive"] == [
         StepId(0, b, 0) for b in range(3)
     ], "the mid-step answer also went to the olive"
@@ -302,6 +307,7 @@ def test_a_request_that_needs_more_than_the_weights_waits_for_the_step_to_end(ne
     router.inbox = [first, efference_of(0, 2, states[2])]
     shell.end_burst()
     assert shell.held == (first,) and len(router.inbox) == 1
+    assert shell.answered_between_stages == 0
     assert len(answers(router)) == 1 and shell.core.errors_applied["area0"] == 1
     shell.serve_burst()
     sent = [(h, to) for h, _, to, _ in router.sent if to == "area0"][1:]
@@ -311,6 +317,37 @@ def test_a_request_that_needs_more_than_the_weights_waits_for_the_step_to_end(ne
         assert sent[0][0].command == Command.BARRIER_OK
         assert sent[1][0].ids == StepId(0, 2, 0)
     assert shell.held == () and router.inbox == []
+
+
+@pytest.mark.timeout(600)
+def test_through_the_processes_answers_between_stages_lose_no_error(tmp_path: Path) -> None:
+    """A `wait` run in one thread whose cerebellum learns slowly (4096 granule units) while the
+    area asks at every step (T=1) answers efferences in the middle of learning steps, ends
+    without a lesion, and applies exactly as many errors as the area sent targets, dropping
+    none; the weights change."""
+    spec = load_spec(
+        epochs=10,
+        seed=4,
+        timing="wait",
+        truncation=1,
+        cerebellum_hidden=4096,
+        run_name="stages",
+        runs_dir=str(tmp_path),
+        figures=False,
+        progress=False,
+    )
+    assert not spec.concurrent_learning
+    outcome = execute_run(spec, console=False)
+    assert outcome.summary["status"] == "completed", outcome.summary["reason"]
+    assert outcome.summary["lesions"] == [], outcome.summary["lesions"]
+    metrics = records(outcome.run.path / "metrics.jsonl")
+    sent = sum(r["targets_sent"] for r in metrics if r["region"] == "area0" and "epoch" in r)
+    (total,) = [r for r in metrics if r["region"] == "cerebellum" and "predictions_total" in r]
+    assert sent > 0 and total["errors_applied"] == sent and total["dropped_errors"] == 0
+    assert total["answered_between_stages"] > 0, total
+    prints = [r["weight_fingerprint"] for r in metrics if "weight_fingerprint" in r]
+    assert len(set(prints)) > 1, prints
+    assert_no_process_left(outcome.run.path, expected_regions=3)
 
 
 @pytest.mark.timeout(600)
